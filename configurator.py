@@ -1,0 +1,113 @@
+"""
+nanoGPT's way of configuring a script, without its faults. A script defines its settings as plain
+globals with a comment each, then calls
+
+    config = configure(globals())
+
+which applies, in order, any Python config files named on the command line (`config/train_x.py`)
+and any `--key=value` overrides, checks every key and type, and returns the final settings as a
+dict (train.py records it in each checkpoint). `--help` lists every key with its default and
+comment. A list default makes a key repeatable: `--neuron=1:5 --neuron=2:7`. With positional=True,
+words that are not config files (`prepare.py shakespeare_char`) come back as a second value.
+"""
+
+import ast
+import difflib
+import os
+import re
+import sys
+
+
+def die(msg):
+    """A user mistake: one line that says what to do, exit code 2, no traceback."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _comments(script):
+    """{key: comment} from lines like `key = value  # comment` at the top level of the script."""
+    try:
+        with open(script) as f:
+            return {m.group(1): m.group(2).strip() for m in re.finditer(r'^(\w+) = .*?#\s*(.*)$', f.read(), re.M)}
+    except OSError:
+        return {}
+
+
+KINDS = {int: 'an integer', float: 'a number', str: 'a string', list: 'a list', tuple: 'a tuple', dict: 'a dict'}
+
+
+def _coerce(key, value, default, where):
+    """value (a string from the command line, or a Python value from a config file) as the type of
+    default. `where` prefixes the key in messages: '--' or 'config/x.py: '."""
+    want = type(default)
+    if isinstance(value, str) and want is not str:
+        if want is bool:
+            low = value.lower()
+            if low not in ('true', 'false', '1', '0', 'yes', 'no'):
+                die(f"{where}{key} takes True or False, not {value!r}")
+            return low in ('true', '1', 'yes')
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if default is not None:
+                die(f"{where}{key} takes {KINDS.get(want, want.__name__)}, not {value!r}")
+    if default is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # --learning_rate=1 means 1.0 (nanoGPT's configurator refuses it)
+    if want is str:
+        return str(value)
+    die(f"{where}{key} takes {KINDS.get(want, want.__name__)} (default {default!r}), not {value!r}")
+
+
+def configure(scope, argv=None, positional=False, given=None):
+    """Override the settings in `scope` (a script's globals()) in place; return them as a dict.
+    The keys that a config file or the command line set are added to the set `given`, if one is passed."""
+    given = set() if given is None else given
+    argv = sys.argv[1:] if argv is None else argv
+    keys = [k for k, v in scope.items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, type(None)))
+            and not callable(v)]
+    script = scope.get('__file__', sys.argv[0])
+    if '--help' in argv or '-h' in argv:
+        doc, notes = (scope.get('__doc__') or '').strip(), _comments(script)
+        print(doc + '\n\nsettings (config files first, then --key=value overrides):')
+        for k in keys:
+            print(f"  --{k}={scope[k]!r:<24} {notes.get(k, '')}")
+        sys.exit(0)
+    repeated = set()
+    args = []
+    for arg in argv:
+        if arg.startswith('--'):
+            key, eq, value = arg[2:].partition('=')
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                die(f"unknown setting --{key}" + (f"; did you mean --{close[0]}?" if close else "") + " (see --help)")
+            if not eq:
+                if not isinstance(scope[key], bool):
+                    die(f"--{key} needs a value: --{key}=VALUE")
+                value = 'True'
+            given.add(key)
+            if isinstance(scope[key], list):  # repeatable: the first use replaces the default list
+                scope[key] = (scope[key] if key in repeated else []) + [value]
+                repeated.add(key)
+            else:
+                scope[key] = _coerce(key, value, scope[key], '--')
+        elif arg.endswith('.py'):
+            if not os.path.isfile(arg):
+                die(f"config file {arg} not found")
+            settings = {}
+            with open(arg) as f:
+                exec(f.read(), {}, settings)
+            for key, value in settings.items():
+                if key.startswith('_'):
+                    continue
+                if key not in keys:
+                    die(f"{arg}: unknown setting {key} (see --help)")
+                scope[key] = _coerce(key, value, scope[key], f'{arg}: ')
+                given.add(key)
+        elif positional:
+            args.append(arg)
+        else:
+            die(f"unexpected argument {arg!r}: settings are --key=value, config files end in .py")
+    config = {k: scope[k] for k in keys}
+    return (config, args) if positional else config

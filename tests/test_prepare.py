@@ -1,0 +1,93 @@
+"""Claims of prepare.py: each tokenizer round-trips, datasets are never rebuilt unasked, the concepts
+corpus is reproducible and matches its lexicon, batches are next-token pairs."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from prepare import LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, word_join, word_split
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 20
+
+
+def gpt2_available():
+    try:
+        import tiktoken
+        tiktoken.get_encoding('gpt2')
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize('tok', ['char', 'word', 'gpt2'])
+def test_prepare_a_local_file_round_trips(tok, tmp_path):
+    if tok == 'gpt2' and not gpt2_available():
+        pytest.skip('the GPT-2 tokenizer needs tiktoken files: set TIKTOKEN_CACHE_DIR (CI does)')
+    src = tmp_path / 'in.txt'
+    src.write_text(TEXT)
+    r = run('prepare.py', f'--input={src}', f'--tokenizer={tok}', '--name=tiny', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    meta = load_meta('tiny', str(tmp_path))
+    assert meta['tokenizer'] == tok
+    ids = np.concatenate([open_split('tiny', s, str(tmp_path)) for s in ('train', 'val')])
+    assert ids.dtype == np.uint16 and len(ids) == meta['train_tokens'] + meta['val_tokens']
+    encode, decode = get_tokenizer(meta)
+    assert decode(ids.tolist()) == TEXT
+    assert encode(TEXT) == ids.tolist()
+
+
+def test_word_tokens_rejoin_into_the_text():
+    text = "the cat, it's here.\nsee: a dog!\n"
+    assert word_split(text)[:4] == ['the', 'cat', ',', "it's"]
+    assert word_join(word_split(text)) == text
+
+
+def test_a_prompt_outside_the_vocabulary_names_the_unknown_symbols():
+    encode, _ = get_tokenizer({'tokenizer': 'char', 'vocab': list('abc ')})
+    with pytest.raises(ValueError, match="'z'"):
+        encode('a z')
+
+
+def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
+    src = tmp_path / 'in.txt'
+    src.write_text(TEXT)
+    args = [f'--input={src}', '--name=tiny', f'--data_dir={tmp_path}']
+    assert run('prepare.py', *args).returncode == 0
+    before = os.path.getmtime(tmp_path / 'tiny' / 'train.bin')
+    src.write_text(TEXT.upper())
+    r = run('prepare.py', *args)
+    assert r.returncode == 0 and 'already exists' in r.stdout
+    assert os.path.getmtime(tmp_path / 'tiny' / 'train.bin') == before
+    assert run('prepare.py', *args, '--force=True').returncode == 0
+    assert 'F' in load_meta('tiny', str(tmp_path))['vocab'] and 'r' not in load_meta('tiny', str(tmp_path))['vocab']
+
+
+@pytest.mark.parametrize('args,message', [
+    (['nosuch'], "unknown dataset 'nosuch'"),
+    ([], 'name one dataset'),
+    (['--input=/no/such/file', '--name=x'], 'input file /no/such/file not found'),
+    (['--input=x.txt'], '--name=NAME'),
+])
+def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
+    r = run('prepare.py', *args, f'--data_dir={tmp_path}')
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
+    assert concepts_text(200, seed=5) == concepts_text(200, seed=5) != concepts_text(200, seed=6)
+    with open(os.path.join(data_dir, 'concepts', 'lexicon.json')) as f:
+        assert json.load(f) == LEXICON
+    words = [w for ws in LEXICON.values() for w in ws]
+    assert len(words) == len(set(words))  # each word is in one concept only
+    vocab = set(load_meta('concepts', data_dir)['vocab'])
+    assert set(words) <= vocab and len(vocab - set(words)) < 60  # the rest is a few function words
+
+
+def test_batches_are_inputs_and_their_next_tokens():
+    data = np.arange(1000, dtype=np.uint16)
+    x, y = get_batch(data, 8, 4, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8) and x.dtype == torch.int64
+    assert torch.equal(y, x + 1)

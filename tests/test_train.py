@@ -1,0 +1,93 @@
+"""Claims of train.py and sample.py, run as a user runs them: a checkpoint series, metrics, exact
+resume, no silent overwrite, a clean stop on a non-finite loss, and sampling from any checkpoint."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import TINY, run
+from model import checkpoint_series
+
+
+def train(out, data_dir, *extra):
+    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}', *TINY,
+            '--topk=8', '--n_nontopk=1', *extra)
+    return r
+
+
+def rows(out, kind):
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        return [r for r in map(json.loads, f) if r['kind'] == kind]
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory, data_dir):
+    """12 iterations in one go, with dropout so the resume must restore the RNG too."""
+    out = str(tmp_path_factory.mktemp('full'))
+    r = train(out, data_dir, '--max_iters=12', '--lr_decay_iters=12', '--eval_interval=4', '--dropout=0.1')
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_training_writes_a_log_spaced_series_and_metrics(full_run):
+    assert [i for i, _ in checkpoint_series(full_run)] == [0, 1, 2, 4, 8, 12]
+    evals = rows(full_run, 'eval')
+    assert [r['iter'] for r in evals] == [0, 4, 8, 12]
+    assert set(evals[-1]['dead']) == {'0'} and 0 <= evals[-1]['dead']['0'] <= 1  # one TopK layer
+    assert evals[-1]['val_loss'] < evals[0]['val_loss']
+    assert [r['iter'] for r in rows(full_run, 'train')] == list(range(12))
+    ckpt = torch.load(os.path.join(full_run, 'series', 'ckpt_0000004.pt'), weights_only=True)
+    assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config'}  # small: no optimizer
+    assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
+    assert ckpt['config']['max_iters'] == 12 and ckpt['model_args']['topk'] == 8
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_one(full_run, tmp_path, data_dir):
+    out = str(tmp_path)
+    r = train(out, data_dir, '--max_iters=6', '--lr_decay_iters=12', '--eval_interval=4', '--dropout=0.1')
+    assert r.returncode == 0, r.stderr
+    # continue with only what changes: the rest of the settings come from the checkpoint
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=12', '--device=cpu', '--threads=1')
+    assert r.returncode == 0, r.stderr
+    a = torch.load(os.path.join(full_run, 'series', 'ckpt_0000012.pt'), weights_only=True)['model']
+    b = torch.load(os.path.join(out, 'series', 'ckpt_0000012.pt'), weights_only=True)['model']
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [(x['iter'], x['loss']) for x in rows(full_run, 'train')] == [(x['iter'], x['loss']) for x in rows(out, 'train')]
+
+
+def test_a_new_run_never_overwrites_an_old_one(full_run, data_dir):
+    before = os.path.getmtime(os.path.join(full_run, 'ckpt.pt'))
+    r = train(full_run, data_dir, '--max_iters=2')
+    assert r.returncode == 2 and 'already holds a run' in r.stderr and r.stderr.count('\n') == 1
+    assert os.path.getmtime(os.path.join(full_run, 'ckpt.pt')) == before
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    r = train(str(tmp_path), data_dir, '--max_iters=50', '--eval_interval=1000', '--learning_rate=1e12',
+              '--grad_clip=0', '--warmup_iters=0', '--series=False')
+    assert r.returncode == 1 and 'the loss became nan' in r.stderr and 'ckpt.pt holds iteration 0' in r.stderr
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['iter_num'] == 0 and all(torch.isfinite(v).all() for v in ckpt['model'].values())
+
+
+def test_sample_prints_text_from_a_series_checkpoint(full_run):
+    r = run('sample.py', f'--out_dir={full_run}', '--ckpt=8', '--start=the farmer', '--num_samples=2',
+            '--max_new_tokens=5', '--device=cpu')
+    assert r.returncode == 0, r.stderr
+    assert 'iteration 8' in r.stdout and r.stdout.count('the farmer') == 2
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--start=the zebra'], "not in this dataset's vocabulary: 'zebra'"),
+    (['--ckpt=3'], 'no checkpoint for iteration 3'),
+    (['--start=FILE:/no/such'], 'prompt file /no/such not found'),
+])
+def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
+    r = run('sample.py', f'--out_dir={full_run}', '--device=cpu', *args)
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_train_on_a_missing_dataset_says_to_prepare_it(tmp_path):
+    r = run('train.py', '--dataset=nosuch', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
+    assert r.returncode == 2 and 'python prepare.py nosuch' in r.stderr

@@ -1,0 +1,332 @@
+"""
+Train a TopK LM (or, with topk=0, a plain GPT) on one GPU or a CPU.
+
+    python train.py config/train_concepts_topk.py
+    python train.py config/train_shakespeare_char_topk.py --device=cpu --max_iters=2000
+    python train.py config/train_concepts_topk.py --init_from=resume   # continue exactly where it stopped
+
+Writes to out_dir: ckpt.pt (the resume checkpoint: model, optimizer, RNG states), series/ckpt_NNNNNNN.pt
+(model-only snapshots at iterations 0, 1, 2, 4, ..., series_log_max, then every ckpt_interval, for
+evolution analysis), and metrics.jsonl (every logged row). The loop follows nanoGPT's train.py.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+from configurator import configure, die
+from model import GPT, GPTConfig, checkpoint_series, load_checkpoint, series_path, topk_layers
+from prepare import get_batch, load_meta, open_split
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out'  # where checkpoints and metrics.jsonl go
+eval_interval = 250  # evaluate, log the eval row and write ckpt.pt every this many iterations
+log_interval = 10  # print and log the training loss every this many iterations
+eval_iters = 100  # batches per split in each evaluation
+eval_only = False  # evaluate once and exit
+init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), or a path to a checkpoint to start from
+overwrite = False  # with init_from=scratch, replace a run already in out_dir
+ckpt_interval = 1000  # series checkpoints every this many iterations (after the log-spaced early ones)
+series_log_max = 512  # log-spaced series checkpoints at 0, 1, 2, 4, ... up to this iteration
+series = True  # write the checkpoint series at all
+# data
+dataset = 'shakespeare_char'  # a folder of data_dir made by prepare.py
+data_dir = 'data'  # where prepare.py wrote the datasets
+gradient_accumulation_steps = 1  # micro-batches per optimizer step
+batch_size = 64  # sequences per micro-batch
+block_size = 256  # context length
+# model
+n_layer = 6  # transformer blocks
+n_head = 6  # attention heads per block
+n_embd = 384  # width of the residual stream
+dropout = 0.2  # dropout probability (0 for pretraining, a little for small data)
+bias = False  # bias in Linears and LayerNorms
+topk = 32  # k entries kept at each TopK layer; 0 = dense twin (same shape, no TopK)
+n_nontopk = 2  # number of final blocks kept dense
+topk_site = 'resid'  # 'resid' (the block's output, the paper's figure) or 'mlp' (replaces GELU)
+# optimizer: AdamW with warmup and cosine decay
+learning_rate = 1e-3  # peak learning rate
+max_iters = 5000  # total optimizer steps
+weight_decay = 0.1  # on 2D weights only
+beta1 = 0.9  # AdamW beta1
+beta2 = 0.99  # AdamW beta2 (0.99 suits small batches, nanoGPT's char config)
+grad_clip = 1.0  # clip gradients at this norm; 0 disables
+decay_lr = True  # warmup then cosine decay; False keeps learning_rate
+warmup_iters = 100  # linear warmup steps
+lr_decay_iters = 5000  # cosine decay ends here (usually max_iters)
+min_lr = 1e-4  # learning rate after the decay (about learning_rate / 10)
+# system
+device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'  # 'auto' (bfloat16 where supported on CUDA, else float32), 'float32', 'bfloat16', 'float16'
+compile = 'auto'  # torch.compile the model: 'auto' (on CUDA only), True or False
+seed = 1337  # seeds the weights, the batches and dropout
+threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
+# -----------------------------------------------------------------------------
+given = set()
+config = configure(globals(), given=given)
+MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only')
+
+# a resumed run continues with the settings it was started with, except those given again now and
+# those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough to continue
+resume_path = os.path.join(out_dir, 'ckpt.pt')
+checkpoint = None
+if init_from != 'scratch':
+    path = resume_path if init_from == 'resume' else init_from
+    if not os.path.exists(path):
+        die(f"no checkpoint at {path} to {'resume' if init_from == 'resume' else 'start'} from")
+    try:
+        model, checkpoint = load_checkpoint(path)
+    except ValueError as e:
+        die(str(e))
+    if init_from == 'resume':
+        for k, v in checkpoint.get('config', {}).items():
+            if k in config and k not in given and k not in MACHINE_KEYS:
+                globals()[k] = config[k] = v
+
+if threads:
+    torch.set_num_threads(threads)
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device_type = 'cuda' if device.startswith('cuda') else device
+if device_type == 'cuda' and not torch.cuda.is_available():
+    die(f"device {device} asked for, but torch sees no CUDA GPU: use --device=cpu")
+if dtype == 'auto':
+    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    die(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+config.update(device=device, dtype=dtype, compile=compile)  # record what actually ran
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+autocast = nullcontext() if device_type == 'cpu' or dtype == 'float32' else torch.autocast(device_type, dtype=ptdtype)
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True  # tf32 for the float32 parts (nanoGPT)
+    torch.backends.cudnn.allow_tf32 = True
+
+# data: memmaps opened once; batches come from our own generator, whose state a resume restores
+try:
+    meta = load_meta(dataset, data_dir)
+except ValueError as e:
+    die(str(e))
+train_data, val_data = open_split(dataset, 'train', data_dir), open_split(dataset, 'val', data_dir)
+if min(len(train_data), len(val_data)) <= block_size:
+    die(f"dataset {dataset} has a split of {min(len(train_data), len(val_data))} tokens, too short for "
+        f"block_size {block_size}: lower --block_size")
+torch.manual_seed(seed)  # weights and dropout
+data_gen = torch.Generator().manual_seed(seed)  # training batches
+
+# -----------------------------------------------------------------------------
+# model and optimizer: from scratch, resumed, or initialised from another checkpoint (ours or nanoGPT's)
+os.makedirs(out_dir, exist_ok=True)
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+iter_num, val_loss, best_val_loss = 0, float('nan'), float('inf')
+if init_from == 'scratch':
+    if (os.path.exists(resume_path) or checkpoint_series(out_dir)) and not overwrite and not eval_only:
+        die(f"{out_dir}/ already holds a run: --init_from=resume continues it, --overwrite=True replaces it, "
+            "or choose another --out_dir")
+    vocab_size = 50304 if meta['tokenizer'] == 'gpt2' else meta['vocab_size']  # GPT-2's vocab padded to x64
+    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                      vocab_size=vocab_size, dropout=dropout, topk=topk, n_nontopk=n_nontopk, topk_site=topk_site)
+    try:
+        model = GPT(GPTConfig(**model_args))
+    except ValueError as e:
+        die(str(e))
+    if overwrite:  # a fresh run must not inherit the old one's series or metrics
+        for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
+            if os.path.exists(p):
+                os.remove(p)
+else:
+    if block_size > model.config.block_size:
+        die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
+    if block_size < model.config.block_size:
+        model.crop_block_size(block_size)
+    model.config.dropout = dropout  # the one model setting that may change between runs
+    model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
+    for k in ('n_layer', 'n_head', 'n_embd', 'bias', 'topk', 'n_nontopk', 'topk_site'):
+        if k in given and config[k] != model_args[k]:
+            print(f"note: {k}={model_args[k]} comes from the checkpoint; --{k}={config[k]} is ignored")
+    if init_from == 'resume':
+        iter_num, val_loss = checkpoint['iter_num'], checkpoint.get('val_loss', float('nan'))
+        best_val_loss = checkpoint.get('best_val_loss', float('inf'))
+model.to(device)
+config.update(model_args)  # record the model that actually ran
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if init_from == 'resume':
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    scaler.load_state_dict(checkpoint['scaler'])
+    # the RNG states of the moment the checkpoint was written: the same batches and dropout follow
+    torch.set_rng_state(checkpoint['rng']['torch'])
+    data_gen.set_state(checkpoint['rng']['data'])
+    if device_type == 'cuda' and 'cuda' in checkpoint['rng']:
+        torch.cuda.set_rng_state(checkpoint['rng']['cuda'])
+    # metrics rows from after the checkpoint belong to a stretch of training that is being redone
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        keep = [r for r in rows if r['iter'] < iter_num or (r['iter'] == iter_num and r['kind'] == 'eval')]
+        with open(metrics_path + '.tmp', 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in keep)
+        os.replace(metrics_path + '.tmp', metrics_path)
+checkpoint = None  # free memory
+raw_model = model  # checkpoints store the uncompiled module: no '_orig_mod.' prefix in the keys
+if compile:
+    print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+sites = topk_layers(raw_model)
+print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, TopK layers {list(sites) or 'none (dense)'}"
+      f"{f', k={raw_model.config.topk} at {raw_model.config.topk_site}' if sites else ''}; "
+      f"{tokens_per_iter:,} tokens per iteration; device {device}, {dtype}{', compiled' if compile else ''}")
+
+
+# -----------------------------------------------------------------------------
+def save(path, obj):
+    """Write to a temp file, then rename: a crash mid-write never leaves a torn checkpoint."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(obj, path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+def log(row):
+    with open(metrics_path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over the same eval_iters batches of each split every time (a fixed generator keeps
+    checkpoints comparable and leaves the training RNG alone), and for each TopK layer the fraction
+    of dead neurons: those never non-zero over the val tokens (the SAE notion of a dead latent)."""
+    fired = {}  # TopK layer -> (width,) bool
+
+    def record(i):
+        def hook(module, inp, out):
+            seen = out.reshape(-1, out.size(-1)).ne(0).any(0)
+            fired[i] = fired[i] | seen if i in fired else seen
+        return hook
+
+    model.eval()
+    out = {}
+    for split, data in (('train', train_data), ('val', val_data)):
+        # val runs the uncompiled module, so adding hooks costs no recompilation
+        net = raw_model if split == 'val' else model
+        hooks = [m.register_forward_hook(record(i)) for i, m in sites.items()] if split == 'val' else []
+        gen = torch.Generator().manual_seed(seed + 1)
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            X, Y = get_batch(data, block_size, batch_size, gen, device)
+            with autocast:
+                _, loss = net(X, Y)
+            losses[k] = loss.item()
+        for h in hooks:
+            h.remove()
+        out[split] = losses.mean().item()
+    out['dead'] = {i: round(1 - f.float().mean().item(), 4) for i, f in fired.items()}
+    model.train()
+    return out
+
+
+def get_lr(it):
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT)."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def in_series(it):
+    """0, 1, 2, 4, ..., series_log_max, then every ckpt_interval: concepts form early (DESIGN.md)."""
+    return it == 0 or (it <= series_log_max and it & (it - 1) == 0) or it % ckpt_interval == 0
+
+
+def stop_if_nonfinite(value, it):
+    if not math.isfinite(value):
+        last = f"ckpt.pt holds iteration {ckpt_iter}" if ckpt_iter is not None else "no checkpoint was written"
+        print(f"stopping: the loss became {value} at iteration {it}; {last}. "
+              "Try a lower --learning_rate, a longer --warmup_iters or --grad_clip=1.0", file=sys.stderr)
+        sys.exit(1)
+
+
+# -----------------------------------------------------------------------------
+# the loop. Each iteration: evaluate and checkpoint (every eval_interval), snapshot the series, then
+# one optimizer step. The resume checkpoint is written before the step of its iteration with the RNG
+# states of that moment, so a resumed run draws the same batches and dropout masks as an
+# uninterrupted one and reaches the same weights (tests/test_train.py checks it).
+resumed_at = iter_num if init_from == 'resume' else None
+ckpt_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
+t0 = time.time()
+running_mfu = -1.0
+while True:
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+
+    if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at:
+        losses = estimate_loss()
+        val_loss = losses['val']
+        stop_if_nonfinite(val_loss, iter_num)
+        dead = ' '.join(f"L{i} {d:.2f}" for i, d in losses['dead'].items())
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+              + (f", dead fraction {dead}" if dead else ''))
+        if eval_only:
+            break
+        best_val_loss = min(best_val_loss, val_loss)
+        log(dict(kind='eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], lr=lr,
+                 dead={str(i): d for i, d in losses['dead'].items()}))
+        rng = {'torch': torch.get_rng_state(), 'data': data_gen.get_state()}
+        if device_type == 'cuda':
+            rng['cuda'] = torch.cuda.get_rng_state()
+        save(resume_path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+                               scaler=scaler.state_dict(), model_args=model_args, iter_num=iter_num,
+                               val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng))
+        ckpt_iter = iter_num
+        t0 = time.time()  # ms/iter measures training, not evaluation
+    if series and (in_series(iter_num) or iter_num == max_iters):
+        if iter_num != resumed_at and iter_num > 0:  # never snapshot weights that a non-finite step made
+            stop_if_nonfinite(loss.item() * gradient_accumulation_steps, iter_num - 1)
+        save(series_path(out_dir, iter_num), dict(model=raw_model.state_dict(), model_args=model_args,
+                                                  iter_num=iter_num, config=config))
+        t0 = time.time()
+    if iter_num >= max_iters:
+        break
+
+    # one optimizer step over gradient_accumulation_steps micro-batches
+    for micro_step in range(gradient_accumulation_steps):
+        X, Y = get_batch(train_data, block_size, batch_size, data_gen, device)
+        with autocast:
+            _, loss = model(X, Y)
+            loss = loss / gradient_accumulation_steps  # the mean over micro-batches, as one big batch
+        scaler.scale(loss).backward()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+    t1 = time.time()
+    dt, t0 = t1 - t0, t1
+    if iter_num % log_interval == 0:
+        lossf = loss.item() * gradient_accumulation_steps  # a CPU-GPU sync, so only every log_interval
+        stop_if_nonfinite(lossf, iter_num)
+        mfu = raw_model.estimate_mfu(tokens_per_iter, dt) if device_type == 'cuda' else None
+        if mfu is not None and iter_num >= 5:  # the first iterations include compilation
+            running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.1f}ms, {tokens_per_iter / dt:,.0f} tok/s"
+              + (f", mfu {running_mfu * 100:.1f}%" if running_mfu >= 0 else ''))
+        log(dict(kind='train', iter=iter_num, loss=lossf, lr=lr, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt,
+                 mfu=running_mfu if running_mfu >= 0 else None))
+    iter_num += 1
+
+if not eval_only:
+    print(f"done: {out_dir}/ckpt.pt at iteration {iter_num}, val loss {val_loss:.4f}")
