@@ -7,7 +7,7 @@ globals with a comment each, then calls
 which applies, in order, any Python config files named on the command line (`config/train_x.py`)
 and any `--key=value` overrides, checks every key and type, and returns the final settings as a
 dict (train.py records it in each checkpoint). `--help` lists every key with its default and
-comment. A list default makes a key repeatable: `--neuron=1:5 --neuron=2:7`. With positional=True,
+comment. A list default makes a key repeatable: `--neuron=1:5 --neuron=2:7` or `--neuron=1:5,2:7`. With positional=True,
 words that are not config files (`prepare.py shakespeare_char`) come back as a second value.
 """
 
@@ -60,9 +60,17 @@ def _coerce(key, value, default, where):
     die(f"{where}{key} takes {KINDS.get(want, want.__name__)} (default {default!r}), not {value!r}")
 
 
-def configure(scope, argv=None, positional=False, given=None):
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def configure(scope, argv=None, positional=False, given=None, file_keys_strict=True):
     """Override the settings in `scope` (a script's globals()) in place; return them as a dict.
-    The keys that a config file or the command line set are added to the set `given`, if one is passed."""
+    The keys that a config file or the command line set are added to the set `given`, if one is passed.
+    file_keys_strict=False skips config-file keys the script does not have (bench.py reads train configs)."""
     given = set() if given is None else given
     argv = sys.argv[1:] if argv is None else argv
     keys = [k for k, v in scope.items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, type(None)))
@@ -88,7 +96,8 @@ def configure(scope, argv=None, positional=False, given=None):
                 value = 'True'
             given.add(key)
             if isinstance(scope[key], list):  # repeatable: the first use replaces the default list
-                scope[key] = (scope[key] if key in repeated else []) + [value]
+                items = [_literal(v) for v in value.split(',') if v]  # --x=1,2 is --x=1 --x=2; --x= empties
+                scope[key] = (scope[key] if key in repeated else []) + items
                 repeated.add(key)
             else:
                 scope[key] = _coerce(key, value, scope[key], '--')
@@ -102,6 +111,8 @@ def configure(scope, argv=None, positional=False, given=None):
                 if key.startswith('_'):
                     continue
                 if key not in keys:
+                    if not file_keys_strict:
+                        continue
                     die(f"{arg}: unknown setting {key} (see --help)")
                 scope[key] = _coerce(key, value, scope[key], f'{arg}: ')
                 given.add(key)

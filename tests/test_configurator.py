@@ -17,8 +17,10 @@ def test_overrides_take_the_type_of_the_default():
 
 
 def test_a_list_setting_is_repeatable():
-    cfg = configure(defaults(), ['--neuron=1:5', '--neuron=2:7'])
-    assert cfg['neuron'] == ['1:5', '2:7']
+    cfg = configure(defaults(), ['--neuron=1:5', '--neuron=2:7,3:1'])
+    assert cfg['neuron'] == ['1:5', '2:7', '3:1']
+    assert configure(defaults(), ['--neuron=128,512'])['neuron'] == [128, 512]
+    assert configure(defaults(), ['--neuron='])['neuron'] == []
 
 
 def test_config_file_then_command_line(tmp_path):

@@ -28,17 +28,30 @@ def test_topk_relu_zeroes_a_kept_negative_entry():
     assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
 
 
-def test_topk_gradient_flows_only_through_kept_positive_entries():
+def reference_topk(x, k):
+    """relu(topk(x)) scattered into zeros, through autograd's own ops."""
+    v, i = torch.topk(x, k, dim=-1)
+    return torch.zeros_like(x).scatter(-1, i, F.relu(v))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # the CPU fast path, the exact path
+def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype):
     torch.manual_seed(0)
-    x = torch.randn(4, 6, 32, requires_grad=True)
-    g = torch.randn(4, 6, 32)
-    TopK(5)(x).backward(g)
-    # reference: autograd through topk, relu and scatter
+    x = torch.randn(4, 6, 32, dtype=dtype, requires_grad=True)
+    g = torch.randn(4, 6, 32, dtype=dtype)
+    y = TopK(5)(x)
+    y.backward(g)
     x2 = x.detach().clone().requires_grad_()
-    v, i = torch.topk(x2, 5, dim=-1)
-    torch.zeros_like(x2).scatter(-1, i, F.relu(v)).backward(g)
-    assert torch.equal(x.grad, x2.grad)
-    assert ((x.grad != 0) == (TopK(5)(x.detach()) != 0)).all()
+    y2 = reference_topk(x2, 5)
+    y2.backward(g)
+    assert torch.equal(y, y2) and torch.equal(x.grad, x2.grad)
+    assert ((x.grad != 0) == (y != 0)).all()
+
+
+def test_topk_keeps_exactly_k_even_with_ties_at_the_kth_value():
+    x = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0, 0.5]])  # a threshold mask would keep five
+    y = TopK(3)(x)
+    assert (y != 0).sum() == 3 and y[0, 0] == 2.0
 
 
 def test_dense_model_has_no_topk_modules_and_nanogpt_parameter_names():

@@ -1,0 +1,185 @@
+"""
+Speed of the things users wait for, as ratios measured in one run (shared machines are noisy):
+
+    python bench.py                                    # the CPU quick-start shape (4 x 128, block 64, batch 12)
+    python bench.py config/train_shakespeare_char_topk.py --device=cuda --compile=True --dtype=bfloat16
+    python bench.py --json=bench.json                  # the numbers, for scripts
+
+Rows: a training step (forward, backward, AdamW) of the dense model and of the TopK model of the same
+shape, timed in alternation, several repeats, median; MFU on CUDA; sampling with and without the KV
+cache; and the throughput of recording TopK activations, as analyze.py does. Weights are random and
+batches are random tokens: speed does not depend on either.
+"""
+
+import json as jsonlib  # `json` is the --json=PATH setting
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from configurator import configure, die
+from model import GPT, GPTConfig, neuron_sites, record_activations
+
+# -----------------------------------------------------------------------------
+batch_size = 12  # sequences per training step
+block_size = 64  # context length
+n_layer = 4  # transformer blocks
+n_head = 4  # attention heads
+n_embd = 128  # width
+vocab_size = 84  # shakespeare_char's vocabulary
+bias = False  # bias in Linears and LayerNorms
+dropout = 0.0  # dropout probability
+topk = 32  # k of the TopK model (the dense twin has topk=0)
+n_nontopk = 1  # final dense blocks of the TopK model
+topk_site = 'resid'  # 'resid' or 'mlp'
+steps = 20  # timed training steps per repeat
+repeats = 7  # alternating repeats per model; the median is reported
+sample_tokens = [128, 512]  # new tokens per sampling row
+sample_repeats = 3  # repeats per sampling row
+analysis_tokens = 65536  # tokens pushed through record_activations
+device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
+dtype = 'auto'  # 'auto' (bfloat16 on CUDA, else float32), 'float32', 'bfloat16'
+compile = 'auto'  # torch.compile: 'auto' (on CUDA), True, False
+threads = 0  # CPU threads; 0 keeps torch's default
+seed = 1337  # weights and batches
+json = ''  # also write the numbers as JSON to this path
+# -----------------------------------------------------------------------------
+
+
+def sync():
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def make_model(k, **over):
+    torch.manual_seed(seed)
+    cfg = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
+               bias=bias, dropout=dropout, topk=k, n_nontopk=n_nontopk, topk_site=topk_site)
+    cfg.update(over)
+    return GPT(GPTConfig(**cfg)).to(device)
+
+
+def train_stepper(model):
+    """A function that runs `steps` training steps and returns the mean seconds per step."""
+    optimizer = model.configure_optimizers(0.1, 1e-4, (0.9, 0.99), device_type)
+    net = torch.compile(model) if compile else model
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.randint(vocab_size, (batch_size, block_size + 1), generator=gen).to(device) for _ in range(4)]
+
+    def run(n=steps):
+        sync()
+        t0 = time.perf_counter()
+        for i in range(n):
+            xy = batches[i % len(batches)]
+            with autocast:
+                _, loss = net(xy[:, :-1], xy[:, 1:])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        sync()
+        return (time.perf_counter() - t0) / n
+    return run
+
+
+def row(name, value, note=''):
+    print(f"| {name:<28} | {value:>14} | {note} |", flush=True)
+
+
+def alternate(fns, n):
+    """Call each function in turn, n rounds; per function the list of its n timings."""
+    times = [[] for _ in fns]
+    for _ in range(n):
+        for t, fn in zip(times, fns):
+            t.append(fn())
+    return times
+
+
+if __name__ == '__main__':
+    configure(globals(), file_keys_strict=False)  # a train_*.py config gives the shape; the rest is skipped
+    if threads:
+        torch.set_num_threads(threads)
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device_type = 'cuda' if device.startswith('cuda') else device
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        die("no CUDA GPU visible: use --device=cpu")
+    if dtype == 'auto':
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+    autocast = (torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext())
+    machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
+    print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "
+          f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"
+          f"{', compiled' if compile else ''}; torch {torch.__version__}")
+    results = {'machine': machine, 'dtype': dtype, 'compile': compile, 'torch': torch.__version__,
+               'shape': dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                             batch_size=batch_size, topk=topk, n_nontopk=n_nontopk, topk_site=topk_site)}
+
+    # training step: dense vs TopK, alternating so both see the same machine load
+    dense, sparse = make_model(0), make_model(topk)
+    runs = [train_stepper(dense), train_stepper(sparse)]
+    for run in runs:
+        run(3)  # warm-up (and compilation)
+    t_dense, t_topk = alternate(runs, repeats)
+    md, mt = statistics.median(t_dense), statistics.median(t_topk)
+    ratio = statistics.median(b / a for a, b in zip(t_dense, t_topk))  # the ratio within each round
+    tokens = batch_size * block_size
+    print("| measurement | value | note |\n|---|---:|---|")
+    row('train step, dense', f"{md * 1e3:.2f} ms", f"{tokens / md:,.0f} tok/s")
+    row('train step, TopK', f"{mt * 1e3:.2f} ms", f"{tokens / mt:,.0f} tok/s")
+    row('TopK / dense step time', f"{ratio:.3f}", f'median of {repeats} per-round ratios')
+    results['train'] = dict(dense_ms=md * 1e3, topk_ms=mt * 1e3, ratio=ratio, tokens_per_step=tokens)
+    if device_type == 'cuda':
+        mfu = {name: m.estimate_mfu(tokens, t) for name, m, t in (('dense', dense, md), ('topk', sparse, mt))}
+        if mfu['dense'] is not None:
+            row('MFU dense / TopK', f"{mfu['dense'] * 100:.1f}% / {mfu['topk'] * 100:.1f}%", 'peak from model.PEAK_FLOPS')
+            results['train'].update(mfu_dense=mfu['dense'], mfu_topk=mfu['topk'])
+    del dense, runs
+
+    # sampling: the cache covers every token only within block_size, so the sampling model gets a
+    # block long enough for the prompt and the longest row
+    sampler = make_model(topk, block_size=max(block_size, max(sample_tokens, default=0) + 1)).eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+    results['sample'] = {}
+    for n in sample_tokens:
+        def timed(cache, n=n):
+            sync()
+            t0 = time.perf_counter()
+            with autocast:
+                sampler.generate(prompt, n, temperature=1.0, top_k=None, use_cache=cache,
+                                 generator=torch.Generator(device=device).manual_seed(seed))
+            sync()
+            return time.perf_counter() - t0
+        timed(True, 8), timed(False, 8)  # warm-up
+        t_cached, t_plain = alternate([lambda: timed(True), lambda: timed(False)], sample_repeats)
+        c, p = statistics.median(t_cached), statistics.median(t_plain)
+        row(f"sample {n} tokens, KV cache", f"{c * 1e3:.0f} ms", f"{n / c:,.0f} tok/s")
+        row(f"sample {n} tokens, no cache", f"{p * 1e3:.0f} ms", f"{n / p:,.0f} tok/s")
+        row(f"KV cache speed-up at {n}", f"{p / c:.1f}x")
+        results['sample'][n] = dict(cached_tok_s=n / c, uncached_tok_s=n / p, speedup=p / c)
+
+    # analysis: recording sparse TopK activations, as analyze.py does for every checkpoint
+    sparse.eval()
+    sites = neuron_sites(sparse)
+    batch = torch.randint(vocab_size, (64, block_size), device=device)
+    n_batches = max(1, analysis_tokens // batch.numel())
+
+    def record():
+        sync()
+        t0 = time.perf_counter()
+        with autocast:
+            for _ in range(n_batches):
+                record_activations(sparse, batch, sites)
+        sync()
+        return time.perf_counter() - t0
+    record()
+    t = statistics.median(record() for _ in range(3))
+    row('record TopK activations', f"{n_batches * batch.numel() / t:,.0f} tok/s", f"{len(sites)} layers, sparse")
+    results['analysis_tok_s'] = n_batches * batch.numel() / t
+
+    if json:
+        with open(json, 'w') as f:
+            jsonlib.dump(results, f, indent=1)
+        print(f"wrote {json}")

@@ -1,0 +1,24 @@
+"""bench.py runs on a tiny CPU config and writes its numbers; it asserts no speed."""
+import json
+
+from conftest import run
+
+
+def test_bench_runs_on_cpu_and_writes_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = run('bench.py', '--device=cpu', '--n_layer=2', '--n_embd=32', '--n_head=2', '--block_size=16', '--topk=8',
+            '--steps=2', '--repeats=2', '--sample_tokens=8,20', '--sample_repeats=1', '--analysis_tokens=2048',
+            f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    assert 'TopK / dense step time' in r.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers['train']['dense_ms'] > 0 and numbers['train']['ratio'] > 0
+    assert set(numbers['sample']) == {'8', '20'} and numbers['analysis_tok_s'] > 0
+
+
+def test_bench_reads_a_train_config(tmp_path):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text("out_dir = 'x'\nn_layer = 2\nn_embd = 32\nn_head = 2\nblock_size = 16\ntopk = 8\nlearning_rate = 1.0\n")
+    r = run('bench.py', str(cfg), '--device=cpu', '--steps=1', '--repeats=1', '--sample_tokens=', '--analysis_tokens=1024')
+    assert r.returncode == 0, r.stderr
+    assert '2x32' in r.stdout
