@@ -331,14 +331,21 @@ def topk_layers(model):
     return found
 
 
+def neuron_width(model):
+    """Neurons per site: the residual width, or the MLP's hidden width for topk_site='mlp'."""
+    cfg = model.config
+    return 4 * cfg.n_embd if cfg.topk and cfg.topk_site == 'mlp' else cfg.n_embd
+
+
 def neuron_sites(model):
     """{layer: module whose output holds that layer's neurons}. For a TopK model, its TopK modules. For
     a dense model (a base LM twin, or a nanoGPT checkpoint), the outputs of the blocks that would be
-    TopK layers in the same config, i.e. residual-stream coordinates, so the two can be compared."""
+    TopK layers in the same config (at least the first), i.e. residual-stream coordinates, so the two
+    can be compared."""
     sites = topk_layers(model)
     if sites or model.config.topk:
         return sites
-    return {i: model.transformer.h[i] for i in range(model.config.n_layer - model.config.n_nontopk)}
+    return {i: model.transformer.h[i] for i in range(max(1, model.config.n_layer - model.config.n_nontopk))}
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ name = ''  # the dataset's name with --input (then train with --dataset=NAME)
 tokenizer = 'char'  # with --input: char, word or gpt2
 val_fraction = 0.1  # the last val_fraction of the text is the validation split
 seed = 1337  # seed of the concepts corpus
-concept_sentences = 30000  # size of the concepts corpus, in sentences
+concept_sentences = 200000  # size of the concepts corpus, in sentences (its val split: ~190k tokens)
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
 
@@ -61,9 +61,14 @@ LEXICON = {
     'vehicles': ['car', 'boat', 'train', 'bus', 'bicycle', 'truck', 'ship', 'cart', 'plane', 'wagon'],
     'clothes': ['hat', 'coat', 'scarf', 'dress', 'shirt', 'jacket', 'cap', 'cloak', 'sweater', 'apron'],
 }
-# simple sentences; a {slot} is filled with a random word of that concept. The words before a slot
-# predict its concept ("wore a {colours} {clothes}"), so a model can learn to *say* a concept next,
-# which is what steering needs, as well as to *recognise* one
+# simple sentences; a {slot} is filled with a random word of that concept. In the first twenty the
+# words before a slot predict its concept ("wore a {colours} {clothes}"), so a model learns to *say*
+# a concept next as well as to *recognise* one. In the last ten a {noun} or {adj} slot takes a word
+# of the line's topic (most of the time) or of any noun or adjective concept: a line is about
+# something, as real text is, so a model learns to carry a topic, and steering a topic can fill
+# those slots without breaking a sentence
+NOUNS = ['animals', 'foods', 'places', 'people', 'vehicles', 'clothes', 'weather']
+ADJECTIVES = ['colours', 'feelings']
 TEMPLATES = [
     'the {people} saw a {animals} in the {places} .',
     'a {colours} {animals} ran into the {places} .',
@@ -85,17 +90,37 @@ TEMPLATES = [
     'she put on her {clothes} because of the {weather} .',
     'he gave the {animals} {numbers} pieces of {foods} .',
     'in the {places} the {people} cooked {foods} .',
+    'the {noun} and the {noun} were near the {noun} .',
+    'i saw a {adj} {noun} .',
+    'the {noun} was {adj} .',
+    'we talked about the {noun} , the {noun} and the {noun} .',
+    'nobody forgot the {noun} .',
+    'she drew a {noun} next to a {noun} .',
+    'they waited {numbers} hours for the {noun} .',
+    'everyone liked the {adj} {noun} .',
+    'it was all about the {noun} .',
+    'he counted {numbers} times and thought of the {noun} .',
 ]
 
 
-def concepts_text(n_sentences, seed):
-    """The planted-concept corpus: lines of one to three template sentences."""
+def concepts_text(n_sentences, seed, on_topic=0.8):
+    """The planted-concept corpus: lines of two to four template sentences. Each line has a noun and
+    an adjective topic: templates that can mention the noun topic are three times as likely, and {noun}
+    and {adj} slots take the topic with probability on_topic."""
     rng = random.Random(seed)
-    fill = lambda m: rng.choice(LEXICON[m.group(1)])
+    pool = {'noun': NOUNS, 'adj': ADJECTIVES}
     lines, n = [], 0
     while n < n_sentences:
-        k = rng.randint(1, 3)
-        lines.append(' '.join(re.sub(r'\{(\w+)\}', fill, rng.choice(TEMPLATES)) for _ in range(k)))
+        topic = {'noun': rng.choice(NOUNS), 'adj': rng.choice(ADJECTIVES)}
+        weights = [3 if '{' + topic['noun'] + '}' in t or '{noun}' in t else 1 for t in TEMPLATES]
+
+        def fill(m):
+            slot = m.group(1)
+            if slot in topic:
+                slot = topic[slot] if rng.random() < on_topic else rng.choice(pool[slot])
+            return rng.choice(LEXICON[slot])
+        k = rng.randint(2, 4)
+        lines.append(' '.join(re.sub(r'\{(\w+)\}', fill, t) for t in rng.choices(TEMPLATES, weights, k=k)))
         n += k
     return '\n'.join(lines) + '\n'
 

@@ -26,3 +26,17 @@ def data_dir(tmp_path_factory):
     r = run('prepare.py', 'concepts', f'--data_dir={d}', '--concept_sentences=3000')
     assert r.returncode == 0, r.stderr
     return str(d)
+
+
+@pytest.fixture(scope='session')
+def concepts_run(tmp_path_factory, data_dir):
+    """A small TopK model trained on the concepts corpus (seeded, ~20 s), with its checkpoint series:
+    big enough to learn the concepts, the thing steer.py and analyze.py are tested on."""
+    out = str(tmp_path_factory.mktemp('concepts-run'))
+    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}', '--device=cpu',
+            '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--topk=8',
+            '--n_nontopk=1', '--dropout=0.0', '--max_iters=300', '--lr_decay_iters=300', '--learning_rate=3e-3',
+            '--min_lr=3e-4', '--warmup_iters=20', '--eval_interval=100', '--eval_iters=5', '--ckpt_interval=100',
+            '--log_interval=50')
+    assert r.returncode == 0, r.stderr
+    return out

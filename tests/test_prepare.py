@@ -83,7 +83,7 @@ def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
     words = [w for ws in LEXICON.values() for w in ws]
     assert len(words) == len(set(words))  # each word is in one concept only
     vocab = set(load_meta('concepts', data_dir)['vocab'])
-    assert set(words) <= vocab and len(vocab - set(words)) < 60  # the rest is a few function words
+    assert set(words) <= vocab and len(vocab - set(words)) < 80  # the rest: function words of the templates
 
 
 def test_batches_are_inputs_and_their_next_tokens():

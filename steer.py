@@ -1,0 +1,406 @@
+"""
+Steer generation with single TopK neurons, and measure the effect (Takahashi et al. 2025: forcing one
+neuron on at layer i turns a story toward that neuron's concept).
+
+    python steer.py --out_dir=out-concepts-topk --concept=weather            # find neurons, steer with the best
+    python steer.py --out_dir=out-concepts-topk --concept=weather --sweep    # rate and perplexity vs strength
+    python steer.py --out_dir=out-concepts-topk --concept=all --sweep        # every concept of the lexicon
+    python steer.py --out_dir=out-concepts-topk --neuron=1:37 --scale=4 --start="the king"
+
+Two different questions find two different lists of neurons for a concept:
+- fires on: which neurons are active when the *input* token is a concept word? Ranked by purity
+  (the share of the neuron's top activations on the concept's words) and by the share of its
+  activation mass on them (selectivity). This is what analyze.py reads.
+- promotes: which neurons, forced on, raise the probability that the *next* token is a concept word?
+  Each neuron is set to its strength at every position of real val contexts, and the mean
+  next-token probability of the concept's tokens is compared with the unforced model: an exact
+  intervention, batched over neurons. In a wide layer a first-order estimate picks the candidates.
+Steering needs the second list. A neuron that fires on animal words says "an animal was just read",
+and what follows an animal is rarely another animal: forcing it can make animals *rarer*.
+
+Steering is a plain forward hook on the layer's TopK module: --mode=set writes the value, add adds it,
+at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
+activation on val data. Unsteered and steered samples share their random seeds, so the only
+difference between the two is the neuron. The concept rate is the share of generated words (letters
+and apostrophes, lowercased) that are concept words; the fluency cost is the perplexity of the
+generated tokens under the unsteered model.
+"""
+
+import json as jsonlib  # `json` is the --json=PATH setting
+import math
+import os
+import re
+import textwrap
+
+import torch
+import torch.nn.functional as F
+
+import analyze
+from configurator import configure, die
+from model import neuron_width, topk_layers
+from prepare import get_batch, open_split
+from sample import encode_prompt, load_run, pick_device
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'  # the run to steer
+ckpt = ''  # '' = latest (ckpt.pt), an iteration of the series, or a checkpoint path
+concept = ''  # a concept of the lexicon, or 'all' for every one
+words = ''  # or the concept as comma-separated words: rain,snow,storm
+lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
+neuron = []  # LAYER:INDEX to steer with, repeatable; default: the best 'promotes' neuron
+value = 0.0  # the absolute value to force; 0 = use --scale
+scale = 2.0  # strength as a multiple of the neuron's largest activation on val data
+mode = 'set'  # 'set' the neuron to the strength, or 'add' it
+positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only
+start = '\n'  # the prompt; FILE:path reads it from a file
+num_samples = 32  # samples per condition (the rates are averaged over them)
+max_new_tokens = 40  # tokens generated per sample
+temperature = 0.8  # sampling temperature, as sample.py; 0 = greedy
+top_k = 200  # sample among the top_k tokens, as sample.py; 0 = all
+seed = 1337  # the same seeds serve the unsteered and the steered samples
+show = 3  # samples printed side by side
+top = 5  # neurons listed per search
+sweep = False  # try every strength in --strengths, plot rate and perplexity against it
+strengths = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]  # the --scale values of a sweep
+max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
+contexts = 16  # val windows the promotes search forces neurons over
+tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
+candidates = 256  # per layer, neurons tested exactly; a wider layer is first ranked by a first-order estimate
+json = ''  # write the results as JSON to this path
+report_dir = ''  # where the sweep PNG goes; default out_dir/steer
+device = 'cpu'  # 'cpu', 'cuda', 'mps'
+data_dir = 'data'  # where the run's dataset lives
+# -----------------------------------------------------------------------------
+
+WORD_RE = re.compile(r"[A-Za-z']+")
+
+
+# ----------------------------------------------------------------------------- the intervention
+
+def steering_hook(model, forced, prompt_len, positions='all', mode='set'):
+    """A forward hook for one TopK module: force neurons {index: value} at the chosen positions.
+    model.start_pos (set by generate) gives the absolute position of the first token in view, so
+    the hook acts the same with and without the KV cache."""
+    js = torch.tensor(list(forced))
+    vs = torch.tensor(list(forced.values()))
+
+    def hook(module, inp, out):
+        T = out.size(1)
+        pos = model.start_pos + torch.arange(T)
+        chosen = {'all': pos >= 0, 'prompt': pos < prompt_len, 'new': pos >= prompt_len}[positions]
+        t = chosen.nonzero().squeeze(1).to(out.device)
+        if len(t) == 0:
+            return out
+        out = out.clone()
+        rows, cols = t[:, None], js.to(out.device)[None, :]  # (t, 1) and (1, m) index (B, t, m)
+        v = vs.to(out.device, out.dtype)
+        out[:, rows, cols] = v if mode == 'set' else out[:, rows, cols] + v
+        return out
+    return hook
+
+
+def steer(model, neurons, prompt_len, positions='all', mode='set'):
+    """Register steering hooks for neurons {(layer, index): value}; returns the handles to remove."""
+    sites = topk_layers(model)
+    by_layer = {}
+    for (layer, j), v in neurons.items():
+        by_layer.setdefault(layer, {})[j] = v
+    return [sites[layer].register_forward_hook(steering_hook(model, forced, prompt_len, positions, mode))
+            for layer, forced in by_layer.items()]
+
+
+def parse_neurons(specs, model):
+    """['L:J', ...] -> [(L, J)], or a one-line error listing the valid layers and indices."""
+    sites, width = topk_layers(model), neuron_width(model)
+    if not sites:
+        die("this model has no TopK layer to steer (topk=0): steer a TopK model")
+    out = []
+    for spec in specs:
+        try:
+            layer, j = map(int, str(spec).split(':'))
+        except ValueError:
+            die(f"a neuron is LAYER:INDEX, like 1:37, not {spec!r}")
+        if layer not in sites:
+            die(f"layer {layer} is not a TopK layer; the TopK layers are {', '.join(map(str, sites))}")
+        if not 0 <= j < width:
+            die(f"neuron index {j} is out of range: a TopK layer has neurons 0..{width - 1}")
+        out.append((layer, j))
+    return out
+
+
+# ----------------------------------------------------------------------------- finding neurons
+
+@torch.no_grad()
+def promote_search(model, x, y, concept_ids, strength):
+    """{layer: (C,) change in the mean next-token probability of the concept's tokens} when each
+    neuron is set to strength[layer][j] at every position of the contexts x (n, T); targets y only
+    feed the forward. Exact, G neurons per forward (the contexts repeated G times)."""
+    n, T = x.shape
+    V = model.config.vocab_size
+
+    def concept_prob(logits):  # (B, T, V) -> (B,) mean probability mass on the concept
+        return F.softmax(logits.float(), -1)[..., concept_ids].sum(-1).mean(-1)
+
+    base = concept_prob(model(x, y)[0]).mean().item()
+    G = max(1, min(64, int(2e8 // (n * T * V))))  # bound the (G*n, T, V) logits to ~800 MB
+    out = {}
+    for layer in topk_layers(model):
+        width = len(strength[layer])
+        cand = torch.arange(width) if width <= candidates else first_order(model, x, y, concept_ids, layer, strength[layer])
+        delta = torch.full((width,), -math.inf)
+        for g0 in range(0, len(cand), G):
+            js = cand[g0:g0 + G]
+            vs = strength[layer][js]
+            hook = topk_layers(model)[layer].register_forward_hook(group_hook(js, vs, n))
+            try:
+                p = concept_prob(model(x.repeat(len(js), 1), y.repeat(len(js), 1))[0]).view(len(js), n).mean(1)
+            finally:
+                hook.remove()
+            delta[js] = p - base
+        out[layer] = delta
+    return base, out
+
+
+def group_hook(js, vs, n):
+    """Force neuron js[g] to vs[g] at every position of the g-th copy of the n contexts."""
+    def hook(module, inp, out):
+        out = out.clone()
+        o = out.view(len(js), n, *out.shape[1:])  # (G, n, T, C)
+        o[torch.arange(len(js)), :, :, js] = vs.to(out.dtype)[:, None, None]
+        return out
+    return hook
+
+
+def first_order(model, x, y, concept_ids, layer, strength):
+    """The `candidates` neurons of a wide layer whose forcing raises the concept most to first order:
+    d(concept prob)/d(activation) times (strength - activation), summed over positions."""
+    site = topk_layers(model)[layer]
+    keep = {}
+
+    def hook(module, inp, out):
+        out.retain_grad()
+        keep['out'] = out
+    h = site.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits, _ = model(x, y)
+            F.softmax(logits.float(), -1)[..., concept_ids].sum(-1).mean().backward()
+    finally:
+        h.remove()
+        model.zero_grad(set_to_none=True)
+    out = keep['out']
+    gain = (out.grad * (strength.to(out.device) - out.detach())).sum((0, 1))  # (C,)
+    return gain.topk(candidates).indices.cpu()
+
+
+# ----------------------------------------------------------------------------- measuring
+
+@torch.no_grad()
+def generated_nll(model, seqs, first):
+    """Total -log p and count of the tokens at positions >= first of seqs (B, T), each token scored
+    with up to block_size of context: windows end half a block apart."""
+    B = model.config.block_size
+    total, count, done = 0.0, 0, first
+    while done < seqs.size(1):
+        end = min(seqs.size(1), done + B // 2) if done > B // 2 else min(seqs.size(1), B)
+        s = max(0, end - B)
+        logits, _ = model(seqs[:, s:end - 1], seqs[:, s + 1:end])
+        nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, s + 1:end], reduction='none')  # (B, end-s-1)
+        total += nll[:, done - s - 1:].sum().item()
+        count += nll[:, done - s - 1:].numel()
+        done = end
+    return total, count
+
+
+def concept_rate(texts, concept_words):
+    found = [w.lower() for t in texts for w in WORD_RE.findall(t)]
+    return sum(w in concept_words for w in found) / max(1, len(found))
+
+
+def generate(model, prompt, neurons):
+    """num_samples continuations of prompt, with the neurons {(layer, j): value} forced (none: the
+    unsteered model). The generator's seed is the same for every call."""
+    handles = steer(model, neurons, prompt.size(1), positions, mode) if neurons else []
+    try:
+        return model.generate(prompt.repeat(num_samples, 1), max_new_tokens, temperature=temperature,
+                              top_k=top_k or None, generator=torch.Generator(device=prompt.device).manual_seed(seed))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def measure(model, prompt, neurons, decode, concept_words):
+    seqs = generate(model, prompt, neurons)
+    P = prompt.size(1)
+    texts = [decode(s[P:].tolist()) for s in seqs]
+    nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
+    return dict(rate=concept_rate(texts, concept_words), ppl=math.exp(nll / max(1, n)), texts=texts, seqs=seqs)
+
+
+# ----------------------------------------------------------------------------- output
+
+def marked(text, concept_words):
+    return WORD_RE.sub(lambda m: f"[{m.group(0)}]" if m.group(0).lower() in concept_words else m.group(0), text)
+
+
+def side_by_side(left, right, width=52):
+    a = textwrap.wrap(left.replace('\n', ' / '), width) or ['']
+    b = textwrap.wrap(right.replace('\n', ' / '), width) or ['']
+    return '\n'.join(f"  {x:<{width}} | {y}" for x, y in zip(a + [''] * (len(b) - len(a)), b + [''] * (len(a) - len(b))))
+
+
+def show_neurons(title, rows):
+    print(title)
+    for r in rows:
+        print(f"  {r['neuron']:>7}  {r['score']}  {r['tokens']}")
+
+
+def find_neurons(model, stats, decode, labels, c, name, x, y):
+    """Both lists for concept c, printed; returns them and the best 'promotes' neuron per layer."""
+    strength = {layer: s['max'] * scale for layer, s in stats.items()}
+    ids = (labels == c).nonzero().squeeze(1).to(x.device)
+    base, delta = promote_search(model, x, y, ids, strength)
+    fires, promotes = [], []
+    for layer, s in stats.items():
+        fired = s['top_v'] > 0  # (top_n, C)
+        purity = ((labels[s['top_tok']] == c) & fired).sum(0) / fired.sum(0).clamp(min=1)
+        share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
+        fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(purity.tolist(), share.tolist()))]
+        promotes += [(d, layer, j) for j, d in enumerate(delta[layer].tolist())]
+    tokens_of = lambda l, j: ' '.join(decode([t]) for t, _ in analyze.top_tokens(stats[l], j, 8))
+    fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, mass_share=sh, tokens=tokens_of(l, j),
+                      score=f"purity {p:.2f}, mass share {sh:.2f}") for p, sh, l, j in sorted(fires, reverse=True)[:top]]
+    prom_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, delta=d, tokens=tokens_of(l, j),
+                      score=f"{base:.3f} -> {base + d:.3f}") for d, l, j in sorted(promotes, reverse=True)[:top]]
+    show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations, share of its mass; its top tokens):", fire_rows)
+    show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {scale:g}x max; "
+                 f"the tokens it fires on):", prom_rows)
+    per_layer = {layer: int(d.argmax()) for layer, d in delta.items()}
+    same = len(set(per_layer.values())) == 1 and len(per_layer) > 1
+    print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())
+          + (" (the same index in every layer)" if same else ''))
+    return dict(fires_on=fire_rows, promotes=prom_rows, best_per_layer={str(l): j for l, j in per_layer.items()},
+                same_index_across_layers=same)
+
+
+def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x, y, chosen):
+    """Find (when the concept has tokens), steer and measure one concept; returns the JSON-able result."""
+    result = dict(concept=name)
+    if labels is not None and (labels == c).any():
+        result.update(find_neurons(model, stats, decode, labels, c, name, x, y))
+        if not chosen:
+            chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
+    elif not chosen:
+        die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
+            "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
+    max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
+    if not value and any(m <= 0 for m in max_act.values()):
+        die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on val data, "
+            "so --scale has nothing to scale: give --value")
+    base = measure(model, prompt, None, decode, concept_words)
+    scales = strengths if sweep else [scale]
+    runs = []
+    for sc in scales:
+        forced = {n: value if value else sc * m for n, m in max_act.items()}
+        r = measure(model, prompt, forced, decode, concept_words)
+        runs.append(dict(scale=sc, value=list(forced.values()), rate=r['rate'], ppl=r['ppl'], texts=r['texts']))
+    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
+    best = max(ok or runs[:1], key=lambda r: r['rate'])  # none within the budget: report the gentlest
+    neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
+    print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
+    for r in runs:
+        print(f"  scale {r['scale']:>4g}: concept rate {base['rate']:.3f} -> {r['rate']:.3f} "
+              f"({r['rate'] / max(base['rate'], 1e-9):.1f}x), perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
+              + ('   <- best within the perplexity budget' if r is best and ok and sweep else ''))
+    if sweep and not ok:
+        print(f"  no strength kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
+    print(f"unsteered | steered at scale {best['scale']:g} (same seeds; concept words in [brackets]):")
+    for a, b in list(zip(base['texts'], best['texts']))[:show]:
+        print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
+        print('  ' + '-' * 100)
+    result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['value'],
+                  scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
+                  ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
+                  samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
+    if sweep:
+        plot_sweep(name, neurons_txt, base, runs)
+    return result
+
+
+def plot_sweep(name, neurons_txt, base, runs):
+    pyplot = analyze.plt()
+    fig, ax = pyplot.subplots(figsize=(6, 3.6))
+    xs = [r['scale'] for r in runs]
+    ax.plot(xs, [r['rate'] for r in runs], 'o-', color='tab:blue', label='concept rate (steered)')
+    ax.axhline(base['rate'], color='tab:blue', ls=':', label='concept rate (unsteered)')
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel('strength (x max activation on val)')
+    ax.set_ylabel('concept rate', color='tab:blue')
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r['ppl'] for r in runs], 's-', color='tab:red', label='perplexity (steered)')
+    ax2.axhline(base['ppl'], color='tab:red', ls=':')
+    ax2.set_ylabel('perplexity under the unsteered model', color='tab:red')
+    ax.set_title(f"{name}: steering {neurons_txt}")
+    ax.legend(loc='upper left', fontsize=7)
+    folder = report_dir or os.path.join(out_dir, 'steer')
+    os.makedirs(folder, exist_ok=True)
+    analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))
+
+
+# ----------------------------------------------------------------------------- main
+
+def main():
+    dev = pick_device(device)
+    model, ck, encode, decode = load_run(out_dir, ckpt, dev, data_dir)
+    dataset = ck['config']['dataset']
+    chosen = parse_neurons(neuron, model)
+    if positions not in ('all', 'prompt', 'new') or mode not in ('set', 'add'):
+        die("--positions takes all, prompt or new; --mode takes set or add")
+    # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
+    if words:
+        concepts = {'words': [w.strip().lower() for w in words.split(',') if w.strip()]}
+    elif concept:
+        lex = analyze.load_lexicon(lexicon, dataset, data_dir)
+        if not lex:
+            die(f"no lexicon for {dataset}: give --lexicon=PATH or --words=a,b,c")
+        if concept != 'all' and concept not in lex:
+            die(f"unknown concept {concept!r}; the lexicon has {', '.join(lex)}")
+        concepts = lex if concept == 'all' else {concept: lex[concept]}
+    elif chosen:
+        concepts = {'(none)': []}
+    else:
+        die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
+    prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
+    # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
+    labels = analyze.concept_labels(decode, model.config.vocab_size, concepts)
+    windows = analyze.val_windows(dataset, tokens, model.config.block_size, data_dir)
+    stats = {l: s for l, s in analyze.collect(model, windows, labels, len(concepts)).items() if l in topk_layers(model)}
+    x, y = get_batch(open_split(dataset, 'val', data_dir), model.config.block_size, contexts,
+                     torch.Generator().manual_seed(seed), dev)
+    results = []
+    for c, (name, concept_words) in enumerate(concepts.items()):
+        print(f"\n=== {name} ===")
+        results.append(run_concept(model, stats, decode, prompt, labels, c, name, set(concept_words), x, y, chosen))
+    if len(results) > 1:
+        summary(results)
+    if json:
+        with open(json, 'w') as f:
+            jsonlib.dump(dict(out_dir=out_dir, checkpoint=ck.get('iter_num'), results=results), f, indent=1)
+        print(f"wrote {json}")
+
+
+def summary(results):
+    print(f"\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | same index in every layer |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
+              f"{r['steered_rate'] / max(r['baseline_rate'], 1e-9):.1f}x | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
+              f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['scale']:g} | {'yes' if r.get('same_index_across_layers') else 'no'} |")
+    hits = sum(r['steered_rate'] >= 5 * r['baseline_rate'] and r['within_budget'] for r in results)
+    print(f"{hits}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
+
+
+if __name__ == '__main__':
+    configure(globals())
+    torch.set_grad_enabled(False)
+    main()

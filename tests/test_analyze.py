@@ -1,0 +1,138 @@
+"""Claims of analyze.py: the statistics are right on hand-built activations, emergence is found where
+it is known, and each subcommand writes its report, PNGs and JSON (or one clear error)."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+import analyze
+from conftest import run
+
+
+def test_entropy_in_bits_of_known_distributions():
+    mass = torch.tensor([[1.0, 4.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # (K=4, C=3)
+    h = analyze.entropy_bits(mass)
+    assert h[0].item() == pytest.approx(2.0)  # uniform over 4 tokens
+    assert h[1].item() == 0.0  # all on one token
+    assert math.isnan(h[2].item())  # a dead neuron has no distribution
+
+
+def test_purity_best_concept_and_words_on_hand_built_top_activations():
+    labels = torch.tensor([0, 0, 0, 1, 2])  # tokens 0-2 are concept 0, token 3 concept 1, token 4 none
+    # neuron 0: top activations on tokens 0,1,2,3 -> concept 0, purity 3/4, 3 words;
+    # neuron 1: on token 3 twice and one zero activation that does not count -> concept 1, purity 1, 1 word
+    top_v = torch.tensor([[5.0, 9.0], [4.0, 8.0], [3.0, 0.0], [2.0, 0.0]])
+    top_tok = torch.tensor([[0, 3], [1, 3], [2, 4], [3, 4]])
+    best, purity, words = analyze.purity(top_v, top_tok, labels, n_concepts=2)
+    assert best.tolist() == [0, 1] and purity.tolist() == [0.75, 1.0] and words.tolist() == [3, 1]
+    stats = dict(best=best, purity=purity, words=words)
+    assert analyze.concept_of(stats).tolist() == [-1, -1]  # 0.75 < 0.9; one word is a token detector
+    analyze.purity_threshold, analyze.min_words = 0.7, 1
+    assert analyze.concept_of(stats).tolist() == [0, 1]
+    analyze.purity_threshold, analyze.min_words = 0.9, 3
+
+
+def test_jaccard_of_top_token_sets():
+    a = torch.tensor([[1, 2, 3, -1], [5, 6, -1, -1], [-1, -1, -1, -1]])
+    b = torch.tensor([[2, 3, 4, -1], [5, 6, -1, -1], [-1, -1, -1, -1]])
+    j = analyze.jaccard(a, b)
+    assert j[0].item() == pytest.approx(0.5) and j[1].item() == 1.0 and math.isnan(j[2].item())
+
+
+def test_emergence_is_the_first_step_from_which_the_concept_holds_to_the_end():
+    steps = [0, 1, 2, 4, 8, 16]
+    assert analyze.emergence_step(steps, [False, True, False, True, True, True]) == 4
+    assert analyze.emergence_step(steps, [True] * 6) == 0
+    assert analyze.emergence_step(steps, [True, True, True, True, True, False]) is None
+
+
+def test_concept_labels_match_words_whatever_their_case_and_spacing():
+    vocab = ['the', ' Rain', 'snow', 'cat', 'rainy']
+    labels = analyze.concept_labels(lambda ids: ''.join(vocab[i] for i in ids), len(vocab),
+                                    {'weather': ['rain', 'snow'], 'animals': ['cat']})
+    assert labels.tolist() == [2, 0, 0, 1, 2]
+
+
+def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
+    out = tmp_path / 'n.json'
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=20000',
+            f'--report_dir={tmp_path}', f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    table = json.loads(out.read_text())
+    row = table['neurons']['0'][0]
+    assert {'frequency', 'max', 'token_entropy', 'semantic_entropy', 'best_concept', 'purity', 'top_tokens',
+            'promotes'} <= set(row)
+    assert table['layers']['0']['neurons'] == 64
+    assert os.path.getsize(tmp_path / 'frequency_300.png') > 0 and (tmp_path / 'neurons_300.md').exists()
+    # training makes neurons purer than at initialisation
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=20000', '--ckpt=0',
+            f'--report_dir={tmp_path}', f'--json={tmp_path}/n0.json')
+    assert r.returncode == 0, r.stderr
+    mean_purity = lambda t: sum(t['layers']['0']['best_purity_per_concept'].values()) / 10
+    assert mean_purity(table) > mean_purity(json.loads((tmp_path / 'n0.json').read_text())) + 0.1
+
+
+def test_one_neuron_in_full(concepts_run, data_dir):
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=5000',
+            '--neuron=0:3', '--report_dir=' + concepts_run + '/a')
+    assert r.returncode == 0, r.stderr
+    assert 'neuron 0:3' in r.stdout and 'top contexts' in r.stdout and '[[' in r.stdout
+
+
+def test_evolution_over_the_series(concepts_run, data_dir, tmp_path):
+    out = tmp_path / 'e.json'
+    r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=5000',
+            f'--report_dir={tmp_path}', f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result['steps'] == [0, 1, 2, 4, 8, 16, 32, 64, 100, 128, 200, 256, 300]
+    for name in ('loss', 'entropy', 'purity', 'stability'):
+        assert os.path.getsize(tmp_path / f'evolution_{name}.png') > 0
+    assert 'emergence step: the first checkpoint' in r.stdout
+    assert len(result['stability']['0']) == len(result['steps']) - 1
+
+
+def test_layers_matrix(tmp_path, data_dir):
+    src = tmp_path / 'run'
+    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={src}', '--device=cpu',
+            '--n_layer=3', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--topk=6',
+            '--n_nontopk=1', '--max_iters=30', '--eval_interval=30', '--eval_iters=2', '--series=False')
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / 'l.json'
+    r = run('analyze.py', 'layers', f'--out_dir={src}', f'--data_dir={data_dir}', '--tokens=5000',
+            f'--report_dir={tmp_path}', f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    m = json.loads(out.read_text())
+    assert m['layers'] == [0, 1] and len(m['concept_agreement']) == 2 and m['top_token_jaccard'][0][0] == 1.0
+    assert os.path.getsize(tmp_path / 'layers_30.png') > 0
+
+
+def test_a_dense_twin_is_read_through_its_residual_coordinates(tmp_path, data_dir):
+    src = tmp_path / 'dense'
+    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={src}', '--device=cpu',
+            '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--topk=0',
+            '--max_iters=5', '--eval_interval=5', '--eval_iters=2', '--series=False')
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / 'd.json'
+    r = run('analyze.py', 'neurons', f'--out_dir={src}', f'--data_dir={data_dir}', '--tokens=2000', f'--report_dir={tmp_path}',
+            f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())['layers']['0']['neurons'] == 32 and 'dense (residual coordinates)' in r.stdout
+
+
+def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_path, concepts_run, data_dir):
+    r = run('analyze.py', 'evolution', f'--out_dir={tmp_path}', f'--data_dir={data_dir}')
+    assert r.returncode == 2 and 'no checkpoint series' in r.stderr and r.stderr.count('\n') == 1
+    torn = tmp_path / 'torn'
+    torn.mkdir()
+    data = open(os.path.join(concepts_run, 'ckpt.pt'), 'rb').read()
+    (torn / 'ckpt.pt').write_bytes(data[:len(data) // 2])
+    r = run('analyze.py', 'neurons', f'--out_dir={torn}', f'--data_dir={data_dir}')
+    assert r.returncode == 2 and 'cannot read checkpoint' in r.stderr and r.stderr.count('\n') == 1
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--neuron=1:0')
+    assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
+    r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
+    assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr

@@ -1,0 +1,101 @@
+"""Claims of steer.py: the hook sets exactly the requested neurons at the requested positions, with or
+without the KV cache, and forcing the best 'promotes' neuron of a trained model raises its concept."""
+import json
+
+import pytest
+import torch
+
+from conftest import run
+from model import GPT, GPTConfig, topk_layers
+from steer import steer
+
+
+def tiny():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=24, vocab_size=40, topk=4, n_nontopk=1)).eval()
+
+
+def record(model, layer):
+    """Outputs of one TopK site, call by call. Hooks run in the order they were registered: register
+    this after the steering hook to see the steered output."""
+    seen = []
+    handle = topk_layers(model)[layer].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    return seen, handle
+
+
+@pytest.mark.parametrize('positions,mode', [('all', 'set'), ('prompt', 'set'), ('all', 'add')])
+def test_the_hook_changes_exactly_the_requested_coordinates(positions, mode):
+    model = tiny()
+    x = torch.randint(0, 40, (2, 10))
+    seen, handle = record(model, 1)
+    model(x)
+    handle.remove()
+    handles = steer(model, {(1, 5): 7.0, (1, 9): 3.0}, prompt_len=4, positions=positions, mode=mode)
+    seen2, _ = record(model, 1)
+    model(x)
+    before, after = seen[0], seen2[0]
+    changed = (before != after)
+    in_range = torch.arange(10) < (4 if positions == 'prompt' else 10)
+    expect = torch.zeros_like(changed)
+    expect[:, in_range, 5] = expect[:, in_range, 9] = True
+    assert torch.equal(changed | expect, expect)  # nothing else moved
+    want5 = 7.0 if mode == 'set' else before[:, in_range, 5] + 7.0
+    assert torch.allclose(after[:, in_range, 5], torch.as_tensor(want5).expand_as(after[:, in_range, 5]))
+    for h in handles:
+        h.remove()
+
+
+@pytest.mark.parametrize('positions', ['all', 'prompt', 'new'])
+def test_steered_greedy_generation_is_the_same_with_and_without_the_cache(positions):
+    model = tiny()
+    prompt = torch.randint(0, 40, (2, 6))
+    handles = steer(model, {(0, 3): 2.5}, prompt_len=6, positions=positions)
+    a = model.generate(prompt, 30, temperature=0, use_cache=True)  # past block_size=24 as well
+    b = model.generate(prompt, 30, temperature=0, use_cache=False)
+    for h in handles:
+        h.remove()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, model.generate(prompt, 30, temperature=0))  # and steering changed something
+
+
+def test_positions_prompt_leaves_the_new_positions_unsteered():
+    model = tiny()
+    prompt = torch.randint(0, 40, (1, 5))
+    steer(model, {(1, 2): 123.0}, prompt_len=5, positions='prompt')
+    seen, _ = record(model, 1)
+    model.generate(prompt, 6, temperature=0, use_cache=True)
+    assert seen[0].shape[1] == 5 and (seen[0][0, :, 2] == 123.0).all()  # the prompt, in one pass
+    assert all(s.shape[1] == 1 and s[0, 0, 2] != 123.0 for s in seen[1:])  # each new token
+
+
+def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
+    out = tmp_path / 'steer.json'
+    r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=all', '--scale=2',
+            '--num_samples=16', '--max_new_tokens=30', '--tokens=20000', '--show=1', f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    assert 'fires on animals' in r.stdout and 'promotes animals' in r.stdout and 'unsteered | steered' in r.stdout
+    results = json.loads(out.read_text())['results']
+    assert len(results) == 10
+    ratios = [x['steered_rate'] / max(x['baseline_rate'], 1e-9) for x in results]
+    assert max(ratios) >= 3, ratios
+    assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
+                          'ppl_steered', 'fires_on', 'promotes'} for x in results)
+
+
+def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
+    r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--sweep',
+            '--strengths=1,2', '--num_samples=4', '--max_new_tokens=10', '--tokens=5000', f'--report_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'sweep_weather.png').stat().st_size > 0 and str(tmp_path / 'sweep_weather.png') in r.stdout
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--neuron=1:3'], 'layer 1 is not a TopK layer; the TopK layers are 0'),
+    (['--neuron=0:64'], 'neuron index 64 is out of range: a TopK layer has neurons 0..63'),
+    (['--neuron=zero'], 'a neuron is LAYER:INDEX'),
+    (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
+    ([], 'give --concept=NAME'),
+])
+def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
+    r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
