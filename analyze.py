@@ -35,9 +35,9 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure, die
-from model import (checkpoint_series, load_checkpoint, neuron_sites, neuron_width, record_activations,
-                   resolve_checkpoint)
-from prepare import get_tokenizer, load_meta, open_split
+from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, record_activations
+from prepare import open_split
+from sample import load_run
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to analyse
@@ -51,7 +51,7 @@ purity_threshold = 0.9  # a neuron with purity >= this for a concept is that con
 min_words = 3  # ...if its top activations span at least this many of the concept's words (else: a token detector)
 report_dir = ''  # where the report, PNGs and JSON go; default out_dir/analysis
 json = ''  # also write the per-neuron table as JSON to this path
-device = 'cpu'  # 'cpu', 'cuda', 'mps'
+device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 data_dir = 'data'  # where the run's dataset lives
 # -----------------------------------------------------------------------------
 
@@ -100,25 +100,17 @@ def val_windows(dataset, n_tokens, block_size, data_dir):
     return torch.from_numpy(data[:n * block_size].astype(np.int64)).view(n, block_size)
 
 
-def parse_neuron(spec, sites, width):
-    """'L:J' -> (L, J), or a one-line error that lists what is valid."""
+def parse_neuron(spec, layers, width, kind='TopK'):
+    """'L:J' -> (L, J), or a one-line error that lists the valid layers and indices."""
     try:
         layer, j = map(int, str(spec).split(':'))
     except ValueError:
         die(f"a neuron is LAYER:INDEX, like 1:37, not {spec!r}")
-    if layer not in sites:
-        die(f"layer {layer} has no neurons to read; the TopK layers are {', '.join(map(str, sites))}")
+    if layer not in layers:
+        die(f"layer {layer} is not a {kind} layer; the {kind} layers are {', '.join(map(str, layers))}")
     if not 0 <= j < width:
-        die(f"neuron index {j} is out of range: layer {layer} has neurons 0..{width - 1}")
+        die(f"neuron index {j} is out of range: a {kind} layer has neurons 0..{width - 1}")
     return layer, j
-
-
-def open_checkpoint(path):
-    try:
-        model, ck = load_checkpoint(path, device)
-    except ValueError as e:
-        die(str(e))
-    return model.eval(), ck
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -165,7 +157,7 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
             r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, labels, mass.cpu())
             r['concept_share'] = by_concept[:n_concepts].sum(0) / by_concept.sum(0).clamp(min=1e-12)
             r['semantic_entropy'] = entropy_bits(by_concept[:n_concepts])
-            r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], labels, n_concepts)
+            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], labels, n_concepts)
         out[layer] = r
     return out
 
@@ -175,21 +167,22 @@ def entropy_bits(mass):
     its K rows; NaN for an empty column (a dead neuron, or one with no concept mass)."""
     total = mass.sum(0, keepdim=True)
     p = mass / total
-    h = -(p * torch.log2(p)).nan_to_num(0.0).sum(0)
+    h = -(p * torch.log2(p)).nan_to_num(0.0).sum(0) + 0.0  # + 0.0 turns a one-token neuron's -0.0 into 0.0
     return torch.where(total[0] > 0, h, torch.full_like(h, math.nan))
 
 
 def purity(top_v, top_tok, labels, n_concepts):
-    """Best concept, purity and words of each neuron: among its top activations that are > 0, the
-    concept with most of them, their share, and how many distinct words of it they are. (C,) each;
-    best is -1 for a neuron with no concept word among them."""
+    """Per neuron, over its top activations that are > 0: the share on each concept's words
+    (n_concepts, C), the best concept (-1 for none), its share (the purity), and how many distinct
+    words of it they are."""
     fired = top_v > 0  # (top_n, C)
     counts = torch.zeros(n_concepts + 1, top_v.size(1)).scatter_add_(0, labels[top_tok], fired.float())[:n_concepts]
-    best_purity, best = (counts / fired.sum(0).clamp(min=1)).max(0)
+    share = counts / fired.sum(0).clamp(min=1)
+    best_purity, best = share.max(0)
     best[best_purity == 0] = -1
-    seen = torch.zeros(len(labels), top_v.size(1), dtype=torch.bool).scatter_(0, top_tok, fired)  # (V, C)
+    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, top_tok, fired.float(), 'amax') > 0  # (V, C)
     words = (seen & (labels[:, None] == best[None, :])).sum(0)
-    return best, best_purity, words
+    return share, best, best_purity, words
 
 
 def concept_of(s):
@@ -276,8 +269,8 @@ def context(decode, flat, pos, before=12, after=4):
     p = min(pos, before)
     left, upto, full = decode(ids[:p]), decode(ids[:p + 1]), decode(ids)
     tok = upto[len(left):]
-    space = tok[:len(tok) - len(tok.lstrip())]
-    return f"{left}{space}[[{tok.lstrip()}]]{full[len(upto):]}".replace('\n', '\\n')
+    space = tok[:len(tok) - len(tok.lstrip())] if tok.strip() else ''
+    return f"{left}{space}[[{tok[len(space):]}]]{full[len(upto):]}".replace('\n', '\\n')
 
 
 def neuron_rows(stats, layer, decode, concepts, promote):
@@ -322,21 +315,22 @@ def nanmean(t):
 
 
 def cmd_neurons():
-    model, ck, lex, windows, decode = setup(resolve(ckpt))
+    model, ck, lex, windows, decode = setup(ckpt)
     concepts = list(lex) if lex else []
     labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     stats = collect(model, windows, labels, len(concepts), progress=True)
     flat = windows.reshape(-1)
     if neuron:
-        layer, j = parse_neuron(neuron, stats, len(next(iter(stats.values()))['frequency']))
+        layer, j = parse_neuron(neuron, list(stats), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
         s = stats[layer]
-        row = neuron_rows(stats, layer, decode, concepts, promoted(model, layer))[j]
+        promotes = promoted(model, layer)
+        row = neuron_rows(stats, layer, decode, concepts, promotes)[j]
         print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {windows.numel():,} val tokens")
         for k, v in row.items():
             if k not in ('top_tokens', 'promotes', 'index'):
                 print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
         print(f"  top tokens       (of its top {top_n} activations) " + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(s, j)))
-        print("  promotes         " + show(decode, promoted(model, layer)[j].tolist()))
+        print("  promotes         " + show(decode, promotes[j].tolist()))
         print("  top contexts:")
         for v, p in zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()):
             if v > 0:
@@ -397,7 +391,7 @@ def cmd_neurons():
 
 
 def show_words(words):
-    return ' '.join(repr(w)[1:-1].replace('|', '\\|') for w in words)
+    return ' '.join(repr(w)[1:-1].replace('|', '\\|').replace(' ', '␣') for w in words)
 
 
 # ----------------------------------------------------------------------------- evolution
@@ -415,17 +409,21 @@ def emergence_step(steps, held):
 
 def cmd_evolution():
     series = checkpoint_series(out_dir)
-    if not series:
-        die(f"no checkpoint series in {out_dir}/series/: train with series=True (the default) to make one")
+    if len(series) < 2:
+        die(f"no checkpoint series in {out_dir}/series/ (evolution needs two checkpoints or more): "
+            "train with series=True, the default")
     model, ck, lex, windows, decode = setup(series[-1][1])
     concepts = list(lex) if lex else []
     labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     steps, per_ckpt = [], []
     for it, path in tqdm(series, desc='checkpoints'):
-        m, _ = open_checkpoint(path)
+        try:
+            m = load_checkpoint(path, model.lm_head.weight.device)[0].eval()
+        except ValueError as e:
+            die(str(e))
         stats = collect(m, windows, labels, len(concepts))
         # keep the per-neuron numbers, drop the (V, C) mass and the top_n tables
-        per_ckpt.append({layer: dict({k: v for k, v in s.items() if k not in ('mass', 'by_concept', 'top_v', 'top_p', 'top_tok')},
+        per_ckpt.append({layer: dict({k: v for k, v in s.items() if k not in ('mass', 'by_concept', 'concept_purity', 'top_v', 'top_p', 'top_tok')},
                                      concept=concept_of(s) if lex else None, top=top_token_sets(s))
                          for layer, s in stats.items()})
         steps.append(it)
@@ -539,7 +537,7 @@ def read_metrics():
 # ----------------------------------------------------------------------------- layers
 
 def cmd_layers():
-    model, ck, lex, windows, decode = setup(resolve(ckpt))
+    model, ck, lex, windows, decode = setup(ckpt)
     if not lex:
         die("layers compares the concepts of neurons: give --lexicon=PATH (JSON concept -> words)")
     concepts = list(lex)
@@ -590,21 +588,10 @@ def cmd_layers():
 
 # ----------------------------------------------------------------------------- plumbing
 
-def resolve(spec):
-    try:
-        return resolve_checkpoint(out_dir, spec)
-    except ValueError as e:
-        die(str(e))
-
-
-def setup(path):
+def setup(spec):
     """Model, checkpoint dict, lexicon, the fixed val windows and the tokenizer's decode."""
-    model, ck = open_checkpoint(path)
-    dataset = ck.get('config', {}).get('dataset', '')
-    try:
-        encode, decode = get_tokenizer(load_meta(dataset, data_dir))
-    except ValueError as e:
-        die(str(e))
+    model, ck, encode, decode = load_run(out_dir, spec, device, data_dir)
+    dataset = ck['config']['dataset']
     lex = load_lexicon(lexicon, dataset, data_dir)
     windows = val_windows(dataset, tokens, model.config.block_size, data_dir)
     return model, ck, lex, windows, decode

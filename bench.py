@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, die
-from model import GPT, GPTConfig, neuron_sites, record_activations
+from model import GPT, GPTConfig, neuron_sites, record_activations, system_settings
 
 # -----------------------------------------------------------------------------
 batch_size = 12  # sequences per training step
@@ -100,14 +100,10 @@ if __name__ == '__main__':
     configure(globals(), file_keys_strict=False)  # a train_*.py config gives the shape; the rest is skipped
     if threads:
         torch.set_num_threads(threads)
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    device_type = 'cuda' if device.startswith('cuda') else device
-    if device_type == 'cuda' and not torch.cuda.is_available():
-        die("no CUDA GPU visible: use --device=cpu")
-    if dtype == 'auto':
-        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-    compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+    try:
+        device, device_type, dtype, compile = system_settings(device, dtype, compile)
+    except ValueError as e:
+        die(str(e))
     autocast = (torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext())
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "

@@ -33,7 +33,7 @@ def _comments(script):
         return {}
 
 
-KINDS = {int: 'an integer', float: 'a number', str: 'a string', list: 'a list', tuple: 'a tuple', dict: 'a dict'}
+KINDS = {int: 'an integer', float: 'a number', str: 'a string', list: 'a list'}
 
 
 def _coerce(key, value, default, where):
@@ -73,8 +73,9 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
     file_keys_strict=False skips config-file keys the script does not have (bench.py reads train configs)."""
     given = set() if given is None else given
     argv = sys.argv[1:] if argv is None else argv
-    keys = [k for k, v in scope.items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, type(None)))
-            and not callable(v)]
+    # settings are the script's lower-case globals of plain types; UPPER_CASE ones are constants
+    keys = [k for k, v in scope.items() if not k.startswith('_') and not k.isupper()
+            and isinstance(v, (int, float, bool, str, list, type(None)))]
     script = scope.get('__file__', sys.argv[0])
     if '--help' in argv or '-h' in argv:
         doc, notes = (scope.get('__doc__') or '').strip(), _comments(script)
@@ -97,6 +98,8 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
             given.add(key)
             if isinstance(scope[key], list):  # repeatable: the first use replaces the default list
                 items = [_literal(v) for v in value.split(',') if v]  # --x=1,2 is --x=1 --x=2; --x= empties
+                if scope[key]:  # items take the type of the default's items
+                    items = [_coerce(key, str(v), scope[key][0], '--') for v in items]
                 scope[key] = (scope[key] if key in repeated else []) + items
                 repeated.add(key)
             else:

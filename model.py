@@ -370,6 +370,23 @@ def record_activations(model, idx, sites=None):
     return {i: tuple(found[i]) for i in sites}
 
 
+def system_settings(device='auto', dtype='auto', compile='auto'):
+    """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on CUDA where supported,
+    else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile) or raises
+    ValueError with what to do."""
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device_type = 'cuda' if device.startswith('cuda') else device
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU: use --device=cpu")
+    if dtype == 'auto':
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+    compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+    return device, device_type, dtype, compile
+
+
 # ----------------------------------------------------------------------------------------------
 # peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts, no sparsity), matched as a
 # substring of torch.cuda.get_device_name(); nanochat keeps such a table instead of one card

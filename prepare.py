@@ -197,7 +197,7 @@ def write_dataset(out, pieces, meta, extra_files=None):
         for fname, obj in {'meta.json': meta, **(extra_files or {})}.items():
             with open(os.path.join(tmp, fname), 'w') as f:
                 json.dump(obj, f, indent=1)
-        if os.path.exists(out):  # only reached with --force
+        if os.path.exists(out):  # a dataset (main checked its meta.json), replaced with --force
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
@@ -232,7 +232,8 @@ def prepare_text(out, text, kind, source, extra_files=None):
     if vocab:
         meta['vocab'] = vocab
     encode, _ = get_tokenizer(meta)
-    cut = text.rfind('\n', 0, int(len(text) * (1 - val_fraction))) + 1  # split at a line break
+    cut = int(len(text) * (1 - val_fraction))
+    cut = text.rfind('\n', 0, cut) + 1 or cut  # at a line break, if the text has one before the cut
     pieces = {'train': map(encode, chunked(text[:cut])), 'val': map(encode, chunked(text[cut:]))}
     write_dataset(out, pieces, meta, extra_files)
 
@@ -302,10 +303,14 @@ def main(args):
             "or --input=FILE --name=NAME (see --help)")
     else:
         target = args[0]
+    if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
+        die(f"a dataset name is a plain folder name (letters, digits, _ . -), not {target!r}")
     out = os.path.join(data_dir, target)
     if os.path.exists(os.path.join(out, 'meta.json')) and not force:
         print(f"{out}/ already exists; leaving it as it is (--force=True rebuilds it)")
         return
+    if os.path.exists(out) and not os.path.exists(os.path.join(out, 'meta.json')):
+        die(f"{out}/ exists and is not a dataset; choose another --name")
     downloads = os.path.join(data_dir, 'downloads')
     if input:
         with open(input, encoding='utf-8', errors='replace') as f:

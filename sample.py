@@ -11,7 +11,7 @@ import os
 import torch
 
 from configurator import configure, die
-from model import load_checkpoint, resolve_checkpoint
+from model import load_checkpoint, resolve_checkpoint, system_settings
 from prepare import get_tokenizer, load_meta
 
 # -----------------------------------------------------------------------------
@@ -29,9 +29,11 @@ data_dir = 'data'  # where the checkpoint's dataset (its tokenizer) lives
 # -----------------------------------------------------------------------------
 
 
-def load_run(out_dir, ckpt='', device='cpu', data_dir='data'):
-    """The model, its checkpoint dict and its tokenizer's (encode, decode), or a one-line exit."""
+def load_run(out_dir, ckpt='', device='auto', data_dir='data'):
+    """The model (in eval mode, on device), its checkpoint dict and its tokenizer's (encode, decode),
+    or a one-line exit that says what to do."""
     try:
+        device = system_settings(device)[0]
         model, checkpoint = load_checkpoint(resolve_checkpoint(out_dir, ckpt), device)
         meta = load_meta(checkpoint.get('config', {}).get('dataset', ''), data_dir)
         encode, decode = get_tokenizer(meta)
@@ -39,12 +41,6 @@ def load_run(out_dir, ckpt='', device='cpu', data_dir='data'):
         die(str(e))
     model.eval()
     return model, checkpoint, encode, decode
-
-
-def pick_device(device):
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    return device
 
 
 def encode_prompt(encode, text):
@@ -65,9 +61,8 @@ def encode_prompt(encode, text):
 
 if __name__ == '__main__':
     configure(globals())
-    device = pick_device(device)
     model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir)
-    x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=device)
+    x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=model.lm_head.weight.device)
     print(f"# {out_dir}, iteration {checkpoint.get('iter_num')}"
           + (f", val loss {checkpoint['val_loss']:.4f}" if 'val_loss' in checkpoint else ''))
     torch.manual_seed(seed)

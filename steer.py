@@ -39,7 +39,7 @@ import analyze
 from configurator import configure, die
 from model import neuron_width, topk_layers
 from prepare import get_batch, open_split
-from sample import encode_prompt, load_run, pick_device
+from sample import encode_prompt, load_run
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to steer
@@ -68,7 +68,7 @@ tokens = 100000  # val tokens that give the max activations and the 'fires on' s
 candidates = 256  # per layer, neurons tested exactly; a wider layer is first ranked by a first-order estimate
 json = ''  # write the results as JSON to this path
 report_dir = ''  # where the sweep PNG goes; default out_dir/steer
-device = 'cpu'  # 'cpu', 'cuda', 'mps'
+device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 data_dir = 'data'  # where the run's dataset lives
 # -----------------------------------------------------------------------------
 
@@ -110,31 +110,20 @@ def steer(model, neurons, prompt_len, positions='all', mode='set'):
 
 
 def parse_neurons(specs, model):
-    """['L:J', ...] -> [(L, J)], or a one-line error listing the valid layers and indices."""
-    sites, width = topk_layers(model), neuron_width(model)
-    if not sites:
+    """['L:J', ...] -> [(L, J)], or a one-line error listing the valid TopK layers and indices."""
+    sites = topk_layers(model)
+    if specs and not sites:
         die("this model has no TopK layer to steer (topk=0): steer a TopK model")
-    out = []
-    for spec in specs:
-        try:
-            layer, j = map(int, str(spec).split(':'))
-        except ValueError:
-            die(f"a neuron is LAYER:INDEX, like 1:37, not {spec!r}")
-        if layer not in sites:
-            die(f"layer {layer} is not a TopK layer; the TopK layers are {', '.join(map(str, sites))}")
-        if not 0 <= j < width:
-            die(f"neuron index {j} is out of range: a TopK layer has neurons 0..{width - 1}")
-        out.append((layer, j))
-    return out
+    return [analyze.parse_neuron(spec, list(sites), neuron_width(model)) for spec in specs]
 
 
 # ----------------------------------------------------------------------------- finding neurons
 
 @torch.no_grad()
 def promote_search(model, x, y, concept_ids, strength):
-    """{layer: (C,) change in the mean next-token probability of the concept's tokens} when each
-    neuron is set to strength[layer][j] at every position of the contexts x (n, T); targets y only
-    feed the forward. Exact, G neurons per forward (the contexts repeated G times)."""
+    """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T),
+    and {layer: (C,) its change} when each neuron is set to strength[layer][j] at every position;
+    targets y only feed the forward. Exact, G neurons per forward (the contexts repeated G times)."""
     n, T = x.shape
     V = model.config.vocab_size
 
@@ -144,19 +133,18 @@ def promote_search(model, x, y, concept_ids, strength):
     base = concept_prob(model(x, y)[0]).mean().item()
     G = max(1, min(64, int(2e8 // (n * T * V))))  # bound the (G*n, T, V) logits to ~800 MB
     out = {}
-    for layer in topk_layers(model):
+    for layer, site in topk_layers(model).items():
         width = len(strength[layer])
         cand = torch.arange(width) if width <= candidates else first_order(model, x, y, concept_ids, layer, strength[layer])
         delta = torch.full((width,), -math.inf)
         for g0 in range(0, len(cand), G):
             js = cand[g0:g0 + G]
-            vs = strength[layer][js]
-            hook = topk_layers(model)[layer].register_forward_hook(group_hook(js, vs, n))
+            hook = site.register_forward_hook(group_hook(js, strength[layer][js], n))
             try:
                 p = concept_prob(model(x.repeat(len(js), 1), y.repeat(len(js), 1))[0]).view(len(js), n).mean(1)
             finally:
                 hook.remove()
-            delta[js] = p - base
+            delta[js] = (p - base).cpu()
         out[layer] = delta
     return base, out
 
@@ -166,7 +154,7 @@ def group_hook(js, vs, n):
     def hook(module, inp, out):
         out = out.clone()
         o = out.view(len(js), n, *out.shape[1:])  # (G, n, T, C)
-        o[torch.arange(len(js)), :, :, js] = vs.to(out.dtype)[:, None, None]
+        o[torch.arange(len(js)), :, :, js.to(out.device)] = vs.to(out.device, out.dtype)[:, None, None]
         return out
     return hook
 
@@ -198,12 +186,12 @@ def first_order(model, x, y, concept_ids, layer, strength):
 @torch.no_grad()
 def generated_nll(model, seqs, first):
     """Total -log p and count of the tokens at positions >= first of seqs (B, T), each token scored
-    with up to block_size of context: windows end half a block apart."""
+    with up to block_size tokens of context: windows end half a block apart."""
     B = model.config.block_size
     total, count, done = 0.0, 0, first
     while done < seqs.size(1):
-        end = min(seqs.size(1), done + B // 2) if done > B // 2 else min(seqs.size(1), B)
-        s = max(0, end - B)
+        end = min(seqs.size(1), done + B // 2) if done > B // 2 else min(seqs.size(1), B + 1)
+        s = max(0, end - 1 - B)  # inputs s .. end-2 (at most B), targets s+1 .. end-1
         logits, _ = model(seqs[:, s:end - 1], seqs[:, s + 1:end])
         nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, s + 1:end], reduction='none')  # (B, end-s-1)
         total += nll[:, done - s - 1:].sum().item()
@@ -262,10 +250,8 @@ def find_neurons(model, stats, decode, labels, c, name, x, y):
     base, delta = promote_search(model, x, y, ids, strength)
     fires, promotes = [], []
     for layer, s in stats.items():
-        fired = s['top_v'] > 0  # (top_n, C)
-        purity = ((labels[s['top_tok']] == c) & fired).sum(0) / fired.sum(0).clamp(min=1)
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
-        fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(purity.tolist(), share.tolist()))]
+        fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist()))]
         promotes += [(d, layer, j) for j, d in enumerate(delta[layer].tolist())]
     tokens_of = lambda l, j: ' '.join(decode([t]) for t, _ in analyze.top_tokens(stats[l], j, 8))
     fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, mass_share=sh, tokens=tokens_of(l, j),
@@ -350,8 +336,8 @@ def plot_sweep(name, neurons_txt, base, runs):
 # ----------------------------------------------------------------------------- main
 
 def main():
-    dev = pick_device(device)
-    model, ck, encode, decode = load_run(out_dir, ckpt, dev, data_dir)
+    model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
+    dev = model.lm_head.weight.device
     dataset = ck['config']['dataset']
     chosen = parse_neurons(neuron, model)
     if positions not in ('all', 'prompt', 'new') or mode not in ('set', 'add'):

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, die
-from model import GPT, GPTConfig, checkpoint_series, load_checkpoint, series_path, topk_layers
+from model import GPT, GPTConfig, checkpoint_series, load_checkpoint, series_path, system_settings, topk_layers
 from prepare import get_batch, load_meta, open_split
 
 # -----------------------------------------------------------------------------
@@ -70,7 +70,7 @@ threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 # -----------------------------------------------------------------------------
 given = set()
 config = configure(globals(), given=given)
-MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only')
+MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only', 'out_dir')
 
 # a resumed run continues with the settings it was started with, except those given again now and
 # those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough to continue
@@ -91,16 +91,10 @@ if init_from != 'scratch':
 
 if threads:
     torch.set_num_threads(threads)
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-device_type = 'cuda' if device.startswith('cuda') else device
-if device_type == 'cuda' and not torch.cuda.is_available():
-    die(f"device {device} asked for, but torch sees no CUDA GPU: use --device=cpu")
-if dtype == 'auto':
-    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    die(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
-compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+try:
+    device, device_type, dtype, compile = system_settings(device, dtype, compile)
+except ValueError as e:
+    die(str(e))
 config.update(device=device, dtype=dtype, compile=compile)  # record what actually ran
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -126,10 +120,15 @@ data_gen = torch.Generator().manual_seed(seed)  # training batches
 os.makedirs(out_dir, exist_ok=True)
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
 iter_num, val_loss, best_val_loss = 0, float('nan'), float('inf')
-if init_from == 'scratch':
+if init_from != 'resume':
     if (os.path.exists(resume_path) or checkpoint_series(out_dir)) and not overwrite and not eval_only:
         die(f"{out_dir}/ already holds a run: --init_from=resume continues it, --overwrite=True replaces it, "
             "or choose another --out_dir")
+    if overwrite:  # a fresh run must not inherit the old one's series or metrics
+        for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
+            if os.path.exists(p):
+                os.remove(p)
+if init_from == 'scratch':
     vocab_size = 50304 if meta['tokenizer'] == 'gpt2' else meta['vocab_size']  # GPT-2's vocab padded to x64
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=vocab_size, dropout=dropout, topk=topk, n_nontopk=n_nontopk, topk_site=topk_site)
@@ -137,16 +136,20 @@ if init_from == 'scratch':
         model = GPT(GPTConfig(**model_args))
     except ValueError as e:
         die(str(e))
-    if overwrite:  # a fresh run must not inherit the old one's series or metrics
-        for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
-            if os.path.exists(p):
-                os.remove(p)
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
+    if model.config.vocab_size < meta['vocab_size']:
+        die(f"the checkpoint's vocabulary ({model.config.vocab_size}) is smaller than dataset {dataset}'s "
+            f"({meta['vocab_size']}): start from a checkpoint trained on this tokenizer")
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
-    model.config.dropout = dropout  # the one model setting that may change between runs
+    model.config.dropout = dropout  # the one model setting that may change between runs, so set it everywhere
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = dropout
+        elif hasattr(m, 'attn_dropout'):
+            m.attn_dropout = dropout
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
     for k in ('n_layer', 'n_head', 'n_embd', 'bias', 'topk', 'n_nontopk', 'topk_site'):
         if k in given and config[k] != model_args[k]:
@@ -202,7 +205,8 @@ def log(row):
 def estimate_loss():
     """Mean loss over the same eval_iters batches of each split every time (a fixed generator keeps
     checkpoints comparable and leaves the training RNG alone), and for each TopK layer the fraction
-    of dead neurons: those never non-zero over the val tokens (the SAE notion of a dead latent)."""
+    of dead neurons: those never non-zero over those eval_iters val batches (the SAE notion of a
+    dead latent, over a window of eval_iters * batch_size * block_size tokens)."""
     fired = {}  # TopK layer -> (width,) bool
 
     def record(i):

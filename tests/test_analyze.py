@@ -23,11 +23,12 @@ def test_entropy_in_bits_of_known_distributions():
 def test_purity_best_concept_and_words_on_hand_built_top_activations():
     labels = torch.tensor([0, 0, 0, 1, 2])  # tokens 0-2 are concept 0, token 3 concept 1, token 4 none
     # neuron 0: top activations on tokens 0,1,2,3 -> concept 0, purity 3/4, 3 words;
-    # neuron 1: on token 3 twice and one zero activation that does not count -> concept 1, purity 1, 1 word
+    # neuron 1: on token 3 twice; its zero activations (one of them on token 3 too) do not count
     top_v = torch.tensor([[5.0, 9.0], [4.0, 8.0], [3.0, 0.0], [2.0, 0.0]])
-    top_tok = torch.tensor([[0, 3], [1, 3], [2, 4], [3, 4]])
-    best, purity, words = analyze.purity(top_v, top_tok, labels, n_concepts=2)
+    top_tok = torch.tensor([[0, 3], [1, 3], [2, 3], [3, 4]])
+    share, best, purity, words = analyze.purity(top_v, top_tok, labels, n_concepts=2)
     assert best.tolist() == [0, 1] and purity.tolist() == [0.75, 1.0] and words.tolist() == [3, 1]
+    assert share.tolist() == [[0.75, 0.0], [0.25, 1.0]]
     stats = dict(best=best, purity=purity, words=words)
     assert analyze.concept_of(stats).tolist() == [-1, -1]  # 0.75 < 0.9; one word is a token detector
     analyze.purity_threshold, analyze.min_words = 0.7, 1

@@ -6,13 +6,13 @@ from configurator import configure
 
 def defaults():
     return {'__file__': 'x.py', '__doc__': 'A script.', 'lr': 1e-3, 'iters': 100, 'name': 'out',
-            'flag': False, 'maybe': None, 'neuron': []}
+            'flag': False, 'maybe': None, 'neuron': [], 'scales': [0.5, 1.0], 'PINNED_HASH': 'abc'}
 
 
 def test_overrides_take_the_type_of_the_default():
     scope = defaults()
     cfg = configure(scope, ['--lr=1', '--iters=20', '--name=123', '--flag', '--maybe=(1, 2)'])
-    assert cfg == {'lr': 1.0, 'iters': 20, 'name': '123', 'flag': True, 'maybe': (1, 2), 'neuron': []}
+    assert cfg == {'lr': 1.0, 'iters': 20, 'name': '123', 'flag': True, 'maybe': (1, 2), 'neuron': [], 'scales': [0.5, 1.0]}
     assert scope['lr'] == 1.0 and isinstance(scope['lr'], float)  # --lr=1 is fine, unlike nanoGPT
 
 
@@ -21,6 +21,7 @@ def test_a_list_setting_is_repeatable():
     assert cfg['neuron'] == ['1:5', '2:7', '3:1']
     assert configure(defaults(), ['--neuron=128,512'])['neuron'] == [128, 512]
     assert configure(defaults(), ['--neuron='])['neuron'] == []
+    assert configure(defaults(), ['--scales=2,4'])['scales'] == [2.0, 4.0]  # items take the defaults' type
 
 
 def test_config_file_then_command_line(tmp_path):
@@ -39,6 +40,8 @@ def test_config_file_then_command_line(tmp_path):
     (['--lr'], '--lr needs a value'),
     (['nope.py'], 'config file nope.py not found'),
     (['stray'], "unexpected argument 'stray'"),
+    (['--scales=1,x'], "scales takes a number, not 'x'"),
+    (['--PINNED_HASH=0'], 'unknown setting --PINNED_HASH'),  # UPPER_CASE globals are constants
 ])
 def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -70,6 +70,8 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     ([], 'name one dataset'),
     (['--input=/no/such/file', '--name=x'], 'input file /no/such/file not found'),
     (['--input=x.txt'], '--name=NAME'),
+    (['--input=/etc/hostname', '--name=downloads'], 'a dataset name is a plain folder name'),
+    (['--input=/etc/hostname', '--name=../up'], 'a dataset name is a plain folder name'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
@@ -91,3 +93,21 @@ def test_batches_are_inputs_and_their_next_tokens():
     x, y = get_batch(data, 8, 4, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 8) and x.dtype == torch.int64
     assert torch.equal(y, x + 1)
+
+
+def test_a_folder_that_is_not_a_dataset_is_never_replaced(tmp_path):
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'notes.txt').write_text('keep me')
+    src = tmp_path / 'in.txt'
+    src.write_text(TEXT)
+    r = run('prepare.py', f'--input={src}', '--name=mine', f'--data_dir={tmp_path}', '--force=True')
+    assert r.returncode == 2 and 'is not a dataset' in r.stderr
+    assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'keep me'
+
+
+def test_a_text_without_line_breaks_still_gets_a_train_split(tmp_path):
+    src = tmp_path / 'in.txt'
+    src.write_text('abcdefghij' * 100)
+    assert run('prepare.py', f'--input={src}', '--name=flat', f'--data_dir={tmp_path}').returncode == 0
+    meta = load_meta('flat', str(tmp_path))
+    assert meta['train_tokens'] == 900 and meta['val_tokens'] == 100

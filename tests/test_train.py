@@ -56,9 +56,11 @@ def test_a_resumed_run_reproduces_the_uninterrupted_one(full_run, tmp_path, data
     assert [(x['iter'], x['loss']) for x in rows(full_run, 'train')] == [(x['iter'], x['loss']) for x in rows(out, 'train')]
 
 
-def test_a_new_run_never_overwrites_an_old_one(full_run, data_dir):
+@pytest.mark.parametrize('start', ['scratch', 'a checkpoint'])
+def test_a_new_run_never_overwrites_an_old_one(full_run, data_dir, start):
     before = os.path.getmtime(os.path.join(full_run, 'ckpt.pt'))
-    r = train(full_run, data_dir, '--max_iters=2')
+    extra = [] if start == 'scratch' else [f"--init_from={os.path.join(full_run, 'series', 'ckpt_0000004.pt')}"]
+    r = train(full_run, data_dir, '--max_iters=2', *extra)
     assert r.returncode == 2 and 'already holds a run' in r.stderr and r.stderr.count('\n') == 1
     assert os.path.getmtime(os.path.join(full_run, 'ckpt.pt')) == before
 
