@@ -470,7 +470,7 @@ def cmd_evolution():
     steps_axis(ax)
     ax.set_xlabel('iteration (grey: checkpoints, dashed: concept neuron emerges)')
     ax.set_ylabel('loss')
-    ax.legend(loc='upper right')
+    ax.legend(loc='lower left')
     save_fig(fig, os.path.join(reports(), 'evolution_loss.png'))
     # 2. token entropy: neurons x checkpoints per layer, and the mean curves
     fig, axes = pyplot.subplots(2, len(layers), figsize=(4 * len(layers), 6.5), squeeze=False)

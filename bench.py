@@ -34,7 +34,7 @@ topk = 32  # k of the TopK model (the dense twin has topk=0)
 n_nontopk = 1  # final dense blocks of the TopK model
 topk_site = 'resid'  # 'resid' or 'mlp'
 steps = 20  # timed training steps per repeat
-repeats = 7  # alternating repeats per model; the median is reported
+repeats = 9  # alternating rounds of both models; medians are reported
 sample_tokens = [128, 512]  # new tokens per sampling row
 sample_repeats = 3  # repeats per sampling row
 analysis_tokens = 65536  # tokens pushed through record_activations

@@ -21,9 +21,9 @@ and what follows an animal is rarely another animal: forcing it can make animals
 Steering is a plain forward hook on the layer's TopK module: --mode=set writes the value, add adds it,
 at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
 activation on val data. Unsteered and steered samples share their random seeds, so the only
-difference between the two is the neuron. The concept rate is the share of generated words (letters
-and apostrophes, lowercased) that are concept words; the fluency cost is the perplexity of the
-generated tokens under the unsteered model.
+difference between the two is the neuron; concept words are *marked* in the output. The concept
+rate is the share of generated words (letters and apostrophes, lowercased) that are concept words;
+the fluency cost is the perplexity of the generated tokens under the unsteered model.
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting
@@ -222,13 +222,13 @@ def measure(model, prompt, neurons, decode, concept_words):
     P = prompt.size(1)
     texts = [decode(s[P:].tolist()) for s in seqs]
     nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
-    return dict(rate=concept_rate(texts, concept_words), ppl=math.exp(nll / max(1, n)), texts=texts, seqs=seqs)
+    return dict(rate=concept_rate(texts, concept_words), ppl=math.exp(nll / max(1, n)), texts=texts)
 
 
 # ----------------------------------------------------------------------------- output
 
 def marked(text, concept_words):
-    return WORD_RE.sub(lambda m: f"[{m.group(0)}]" if m.group(0).lower() in concept_words else m.group(0), text)
+    return WORD_RE.sub(lambda m: f"*{m.group(0)}*" if m.group(0).lower() in concept_words else m.group(0), text)
 
 
 def side_by_side(left, right, width=52):
@@ -300,7 +300,7 @@ def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x,
               + ('   <- best within the perplexity budget' if r is best and ok and sweep else ''))
     if sweep and not ok:
         print(f"  no strength kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
-    print(f"unsteered | steered at scale {best['scale']:g} (same seeds; concept words in [brackets]):")
+    print(f"unsteered | steered at scale {best['scale']:g} (same seeds; concept words *marked*):")
     for a, b in list(zip(base['texts'], best['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
