@@ -52,7 +52,7 @@ min_words = 3  # ...if its top activations span at least this many of the concep
 report_dir = ''  # where the report, PNGs and JSON go; default out_dir/analysis
 json = ''  # also write the per-neuron table as JSON to this path
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
-data_dir = 'data'  # where the run's dataset lives
+data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
 N_TOP_TOKENS = 10  # top tokens shown per neuron
@@ -591,9 +591,9 @@ def cmd_layers():
 def setup(spec):
     """Model, checkpoint dict, lexicon, the fixed val windows and the tokenizer's decode."""
     model, ck, encode, decode = load_run(out_dir, spec, device, data_dir)
-    dataset = ck['config']['dataset']
-    lex = load_lexicon(lexicon, dataset, data_dir)
-    windows = val_windows(dataset, tokens, model.config.block_size, data_dir)
+    dataset, where = ck['config']['dataset'], ck['config']['data_dir']
+    lex = load_lexicon(lexicon, dataset, where)
+    windows = val_windows(dataset, tokens, model.config.block_size, where)
     return model, ck, lex, windows, decode
 
 

@@ -25,17 +25,19 @@ top_k = 200  # sample only among the top_k most likely tokens; 0 = all
 seed = 1337  # seeds the sampling
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 use_cache = True  # the KV cache; False re-encodes the whole context for every token
-data_dir = 'data'  # where the checkpoint's dataset (its tokenizer) lives
+data_dir = ''  # where the run's dataset (its tokenizer) lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
 
-def load_run(out_dir, ckpt='', device='auto', data_dir='data'):
+def load_run(out_dir, ckpt='', device='auto', data_dir=''):
     """The model (in eval mode, on device), its checkpoint dict and its tokenizer's (encode, decode),
-    or a one-line exit that says what to do."""
+    or a one-line exit that says what to do. data_dir '' = where the run was trained from."""
     try:
         device = system_settings(device)[0]
         model, checkpoint = load_checkpoint(resolve_checkpoint(out_dir, ckpt), device)
-        meta = load_meta(checkpoint.get('config', {}).get('dataset', ''), data_dir)
+        config = checkpoint.get('config', {})
+        checkpoint['config'] = dict(config, data_dir=data_dir or config.get('data_dir', 'data'))
+        meta = load_meta(config.get('dataset', ''), checkpoint['config']['data_dir'])
         encode, decode = get_tokenizer(meta)
     except ValueError as e:
         die(str(e))

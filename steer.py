@@ -69,7 +69,7 @@ candidates = 256  # per layer, neurons tested exactly; a wider layer is first ra
 json = ''  # write the results as JSON to this path
 report_dir = ''  # where the sweep PNG goes; default out_dir/steer
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
-data_dir = 'data'  # where the run's dataset lives
+data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
 WORD_RE = re.compile(r"[A-Za-z']+")
@@ -338,7 +338,7 @@ def plot_sweep(name, neurons_txt, base, runs):
 def main():
     model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
     dev = model.lm_head.weight.device
-    dataset = ck['config']['dataset']
+    dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     chosen = parse_neurons(neuron, model)
     if positions not in ('all', 'prompt', 'new') or mode not in ('set', 'add'):
         die("--positions takes all, prompt or new; --mode takes set or add")
@@ -346,7 +346,7 @@ def main():
     if words:
         concepts = {'words': [w.strip().lower() for w in words.split(',') if w.strip()]}
     elif concept:
-        lex = analyze.load_lexicon(lexicon, dataset, data_dir)
+        lex = analyze.load_lexicon(lexicon, dataset, where)
         if not lex:
             die(f"no lexicon for {dataset}: give --lexicon=PATH or --words=a,b,c")
         if concept != 'all' and concept not in lex:
@@ -359,9 +359,9 @@ def main():
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     labels = analyze.concept_labels(decode, model.config.vocab_size, concepts)
-    windows = analyze.val_windows(dataset, tokens, model.config.block_size, data_dir)
+    windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
     stats = {l: s for l, s in analyze.collect(model, windows, labels, len(concepts)).items() if l in topk_layers(model)}
-    x, y = get_batch(open_split(dataset, 'val', data_dir), model.config.block_size, contexts,
+    x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
