@@ -318,10 +318,11 @@ def cmd_neurons():
     model, ck, lex, windows, decode = setup(ckpt)
     concepts = list(lex) if lex else []
     labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
+    if neuron:  # checked before the pass over the data
+        layer, j = parse_neuron(neuron, list(neuron_sites(model)), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
     stats = collect(model, windows, labels, len(concepts), progress=True)
     flat = windows.reshape(-1)
     if neuron:
-        layer, j = parse_neuron(neuron, list(stats), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
         s = stats[layer]
         promotes = promoted(model, layer)
         row = neuron_rows(stats, layer, decode, concepts, promotes)[j]
@@ -444,7 +445,7 @@ def cmd_evolution():
 
     print(f"emergence step: the first checkpoint from which a neuron stays its concept's neuron (best concept "
           f"unchanged, purity >= {purity_threshold}, >= {min_words} of its words) through the last checkpoint ({steps[-1]})")
-    for c, e in emerged.items():
+    for c, e in sorted(emerged.items(), key=lambda ce: (ce[1]['step'] is None, ce[1]['step'] or 0, ce[0])):
         print(f"  {c:<12} neuron {e['layer']}:{e['neuron']:<4} final purity {e['purity'][-1]:.2f}, emerged at "
               f"{e['step'] if e['step'] is not None else 'never (below the threshold at the end)'}")
     for layer in layers:
@@ -466,7 +467,7 @@ def cmd_evolution():
         ax.axvline(s, color='0.85', lw=0.6, zorder=0)
     for i, (c, e) in enumerate(sorted((c, e) for c, e in emerged.items() if e['step'] is not None)):
         ax.axvline(e['step'], color=f"C{i % 10}", ls='--', lw=1)
-        ax.text(e['step'], 0.98 - 0.06 * (i % 12), c, transform=ax.get_xaxis_transform(), fontsize=7, color=f"C{i % 10}")
+        ax.text(e['step'], 0.92 - 0.06 * (i % 12), c, transform=ax.get_xaxis_transform(), fontsize=7, color=f"C{i % 10}")
     steps_axis(ax)
     ax.set_xlabel('iteration (grey: checkpoints, dashed: concept neuron emerges)')
     ax.set_ylabel('loss')

@@ -57,7 +57,7 @@ def _coerce(key, value, default, where):
         return float(value)  # --learning_rate=1 means 1.0 (nanoGPT's configurator refuses it)
     if want is str:
         return str(value)
-    die(f"{where}{key} takes {KINDS.get(want, want.__name__)} (default {default!r}), not {value!r}")
+    die(f"{where}{key} takes {KINDS.get(want, want.__name__)}, not {value!r}")
 
 
 def _literal(text):
@@ -81,7 +81,7 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
         doc, notes = (scope.get('__doc__') or '').strip(), _comments(script)
         print(doc + '\n\nsettings (config files first, then --key=value overrides):')
         for k in keys:
-            print(f"  --{k}={scope[k]!r:<24} {notes.get(k, '')}")
+            print(f"  {f'--{k}={scope[k]!r}':<36} {notes.get(k, '')}")
         sys.exit(0)
     repeated = set()
     args = []

@@ -376,6 +376,8 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
     ValueError with what to do."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', device):
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, not {device!r}")
     device_type = 'cuda' if device.startswith('cuda') else device
     if device_type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU: use --device=cpu")
@@ -383,7 +385,9 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
-    compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true', '1')
+    if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
+        raise ValueError(f"compile must be auto, True or False, not {compile!r}")
+    compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')
     return device, device_type, dtype, compile
 
 
@@ -453,5 +457,6 @@ def load_checkpoint(path, device='cpu'):
         model = GPT(GPTConfig(**ckpt['model_args']))
         model.load_state_dict(state)
     except Exception as e:  # truncated file, not a checkpoint, a pickle with code in it, ...
-        raise ValueError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+        raise ValueError(f"cannot read checkpoint {path}: it is truncated, or not a checkpoint of tensors and "
+                         f"plain values ({type(e).__name__})") from None
     return model.to(device), ckpt

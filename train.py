@@ -31,7 +31,7 @@ log_interval = 10  # print and log the training loss every this many iterations
 eval_iters = 100  # batches per split in each evaluation
 eval_only = False  # evaluate once and exit
 init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), or a path to a checkpoint to start from
-overwrite = False  # with init_from=scratch, replace a run already in out_dir
+overwrite = False  # replace a run already in out_dir (for any init_from but resume)
 ckpt_interval = 1000  # series checkpoints every this many iterations (after the log-spaced early ones)
 series_log_max = 512  # log-spaced series checkpoints at 0, 1, 2, 4, ... up to this iteration
 series = True  # write the checkpoint series at all
@@ -85,6 +85,9 @@ if init_from != 'scratch':
     except ValueError as e:
         die(str(e))
     if init_from == 'resume':
+        if not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):
+            die(f"{path} is not a resume checkpoint of this train.py (no optimizer or RNG state): "
+                f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
         for k, v in checkpoint.get('config', {}).items():
             if k in config and k not in given and k not in MACHINE_KEYS:
                 globals()[k] = config[k] = v

@@ -90,6 +90,8 @@ def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
-def test_train_on_a_missing_dataset_says_to_prepare_it(tmp_path):
-    r = run('train.py', '--dataset=nosuch', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
-    assert r.returncode == 2 and 'python prepare.py nosuch' in r.stderr
+@pytest.mark.parametrize('dataset,message', [('concepts', 'run `python prepare.py concepts` first'),
+                                             ('shakespeer', 'prepare one of shakespeare_char, shakespeare')])
+def test_train_on_a_missing_dataset_says_to_prepare_it(tmp_path, dataset, message):
+    r = run('train.py', f'--dataset={dataset}', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
