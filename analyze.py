@@ -258,10 +258,6 @@ def save_fig(fig, path):
 
 # ----------------------------------------------------------------------------- neurons
 
-def show(decode, ids):
-    return ' '.join(repr(decode([t]))[1:-1] or "''" for t in ids)
-
-
 def context(decode, flat, pos, before=12, after=4):
     """The text around position pos with the firing token marked [[like this]]. Decoding growing
     prefixes keeps the tokenizer's own spacing around the marked token."""
@@ -298,11 +294,8 @@ def layer_summary(stats, concepts):
                    mean_token_entropy=nanmean(s['token_entropy'][alive]))
         if concepts:
             row['mean_semantic_entropy'] = nanmean(s['semantic_entropy'][alive])
-            best = {}
-            for c, p, w in zip(s['best'].tolist(), s['purity'].tolist(), s['words'].tolist()):
-                if c >= 0 and w >= min_words:
-                    best[c] = max(best.get(c, 0), p)
-            row['best_purity_per_concept'] = {concepts[c]: best.get(c, 0.0) for c in range(len(concepts))}
+            best = concept_neurons({layer: s}, concepts)
+            row['best_purity_per_concept'] = {c: best[c][2] if c in best else 0.0 for c in concepts}
             row['concepts_at_threshold'] = sum(p >= purity_threshold for p in row['best_purity_per_concept'].values())
             row['concept_neurons'] = int((concept_of(s) >= 0).sum())
         out[layer] = row
@@ -331,7 +324,7 @@ def cmd_neurons():
             if k not in ('top_tokens', 'promotes', 'index'):
                 print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
         print(f"  top tokens       (of its top {top_n} activations) " + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(s, j)))
-        print("  promotes         " + show(decode, promotes[j].tolist()))
+        print("  promotes         " + show_words(row['promotes']))
         print("  top contexts:")
         for v, p in zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()):
             if v > 0:

@@ -365,7 +365,7 @@ def main():
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     labels = analyze.concept_labels(decode, model.config.vocab_size, concepts)
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
-    stats = {l: s for l, s in analyze.collect(model, windows, labels, len(concepts)).items() if l in topk_layers(model)}
+    stats = analyze.collect(model, windows, labels, len(concepts))  # a TopK model: its sites are the TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
     vocab_words = {decode([t]).strip().lower() for t in range(model.config.vocab_size)}
