@@ -104,15 +104,18 @@ TEMPLATES = [
 ]
 
 
-def concepts_text(n_sentences, seed, on_topic=0.8):
+def concepts_text(n_sentences, seed, on_topic=0.8, topics=None):
     """The planted-concept corpus: lines of two to four template sentences. Each line has a noun and
     an adjective topic: templates that can mention the noun topic are three times as likely, and {noun}
-    and {adj} slots take the topic with probability on_topic."""
+    and {adj} slots take the topic with probability on_topic. Each line's noun topic is appended to
+    the list topics, if given."""
     rng = random.Random(seed)
     pool = {'noun': NOUNS, 'adj': ADJECTIVES}
     lines, n = [], 0
     while n < n_sentences:
         topic = {'noun': rng.choice(NOUNS), 'adj': rng.choice(ADJECTIVES)}
+        if topics is not None:
+            topics.append(topic['noun'])
         weights = [3 if '{' + topic['noun'] + '}' in t or '{noun}' in t else 1 for t in TEMPLATES]
 
         def fill(m):
@@ -124,6 +127,21 @@ def concepts_text(n_sentences, seed, on_topic=0.8):
         lines.append(' '.join(re.sub(r'\{(\w+)\}', fill, t) for t in rng.choices(TEMPLATES, weights, k=k)))
         n += k
     return '\n'.join(lines) + '\n'
+
+
+def topic_lift(n_sentences=50000, seed=0):
+    """{noun concept: how many times more often its words occur in the lines about it than in the
+    whole corpus}. A steer that turns lines to a topic and keeps every sentence fluent can raise the
+    topic's rate about this much; more needs its words in slots that the context gives to others."""
+    topics = []
+    lines = concepts_text(n_sentences, seed, topics=topics).splitlines()
+    concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
+
+    def rate(c, which):  # share of the words of those lines that are words of c
+        words = [w for i in which for w in lines[i].split() if w.isalpha()]
+        return sum(concept_of.get(w) == c for w in words) / len(words)
+    return {c: round(rate(c, [i for i, t in enumerate(topics) if t == c]) / rate(c, range(len(lines))), 2)
+            for c in NOUNS}
 
 
 # ----------------------------------------------------------------------------- tokenizers

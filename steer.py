@@ -53,15 +53,15 @@ scale = 2.0  # strength as a multiple of the neuron's largest activation on val 
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
 positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only
 start = '\n'  # the prompt; FILE:path reads it from a file
-num_samples = 32  # samples per condition (the rates are averaged over them)
-max_new_tokens = 40  # tokens generated per sample
+num_samples = 64  # samples per condition (the rates are averaged over them; fewer make the baseline noisy)
+max_new_tokens = 64  # tokens generated per sample
 temperature = 0.8  # sampling temperature, as sample.py; 0 = greedy
 top_k = 200  # sample among the top_k tokens, as sample.py; 0 = all
 seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-strengths = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]  # the --scale values of a sweep
+strengths = [0.25, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # the --scale values of a sweep (fluency breaks between 0.5 and 1)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 contexts = 16  # val windows the promotes search forces neurons over
 tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
@@ -214,12 +214,12 @@ def generate(model, prompt, neurons):
             h.remove()
 
 
-def measure(model, prompt, neurons, decode, concept_words):
+def measure(model, prompt, neurons, decode):
+    """Samples with the neurons forced (None: unsteered) and their perplexity under the unsteered model."""
     seqs = generate(model, prompt, neurons)
     P = prompt.size(1)
-    texts = [decode(s[P:].tolist()) for s in seqs]
     nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
-    return dict(rate=concept_rate(texts, concept_words), ppl=math.exp(nll / max(1, n)), texts=texts)
+    return dict(ppl=math.exp(nll / max(1, n)), texts=[decode(s[P:].tolist()) for s in seqs])
 
 
 # ----------------------------------------------------------------------------- output
@@ -266,8 +266,9 @@ def find_neurons(model, stats, decode, labels, c, name, x, y):
                 same_index_across_layers=same)
 
 
-def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x, y, chosen):
-    """Find neurons (unless given), steer and measure one concept; returns the JSON-able result."""
+def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_words, x, y, chosen):
+    """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
+    returns the JSON-able result."""
     result = dict(concept=name)
     if not chosen and (labels == c).any():
         result.update(find_neurons(model, stats, decode, labels, c, name, x, y))
@@ -280,13 +281,13 @@ def run_concept(model, stats, decode, prompt, labels, c, name, concept_words, x,
     if not value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on val data, "
             "so --scale has nothing to scale: give --value")
-    base = measure(model, prompt, None, decode, concept_words)
+    base = dict(base, rate=concept_rate(base['texts'], concept_words))
     scales = strengths if sweep else [scale]
     runs = []
     for sc in scales:
         forced = {n: value if value else sc * m for n, m in max_act.items()}
-        r = measure(model, prompt, forced, decode, concept_words)
-        runs.append(dict(scale=sc, value=list(forced.values()), rate=r['rate'], ppl=r['ppl'], texts=r['texts']))
+        r = measure(model, prompt, forced, decode)
+        runs.append(dict(scale=sc, value=list(forced.values()), rate=concept_rate(r['texts'], concept_words), **r))
     ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
     best = max(ok or runs[:1], key=lambda r: r['rate'])  # none within the budget: report the gentlest
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
@@ -374,10 +375,11 @@ def main():
         if missing:
             print(f"note: {', '.join(missing)} ({name}) is not a token of this vocabulary: counted in the "
                   "concept rate, not in the neuron search")
+    base = measure(model, prompt, None, decode)  # the unsteered samples, shared by every concept
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        results.append(run_concept(model, stats, decode, prompt, labels, c, name, set(concept_words), x, y, chosen))
+        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, set(concept_words), x, y, chosen))
     if len(results) > 1:
         summary(results)
     if json:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import run
-from prepare import LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, word_join, word_split
+from prepare import (LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, topic_lift, word_join,
+                     word_split)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 20
 
@@ -86,6 +87,14 @@ def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
     assert len(words) == len(set(words))  # each word is in one concept only
     vocab = set(load_meta('concepts', data_dir)['vocab'])
     assert set(words) <= vocab and len(vocab - set(words)) < 80  # the rest: function words of the templates
+
+
+def test_concepts_lines_carry_a_topic_that_bounds_fluent_steering():
+    topics = []
+    assert concepts_text(300, seed=5, topics=topics) == concepts_text(300, seed=5)  # the record draws nothing
+    assert len(topics) == concepts_text(300, seed=5).count('\n')  # one topic per line
+    lift = topic_lift(20000)
+    assert all(2 < x < 5 for x in lift.values()), lift  # a topic's words are 2-5x denser in its lines
 
 
 def test_batches_are_inputs_and_their_next_tokens():
