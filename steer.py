@@ -270,13 +270,12 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
     """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
     returns the JSON-able result."""
     result = dict(concept=name)
-    if not chosen and (labels == c).any():
+    if not chosen:
+        if not (labels == c).any():
+            die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
+                "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
         result.update(find_neurons(model, stats, decode, labels, c, name, x, y))
-        if not chosen:
-            chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
-    elif not chosen:
-        die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
-            "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
+        chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
     max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
     if not value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on val data, "
@@ -369,9 +368,9 @@ def main():
     stats = analyze.collect(model, windows, labels, len(concepts))  # a TopK model: its sites are the TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
-    vocab_words = {decode([t]).strip().lower() for t in range(model.config.vocab_size)}
-    for name, ws in concepts.items():
-        missing = [w for w in ws if w not in vocab_words]
+    for c, (name, ws) in enumerate(concepts.items()):
+        found = {decode([t]).strip().lower() for t in (labels == c).nonzero().squeeze(1).tolist()}
+        missing = [w for w in ws if w.lower() not in found]
         if missing:
             print(f"note: {', '.join(missing)} ({name}) is not a token of this vocabulary: counted in the "
                   "concept rate, not in the neuron search")

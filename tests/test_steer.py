@@ -94,6 +94,7 @@ def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     (['--neuron=0:64'], 'neuron index 64 is out of range: a TopK layer has neurons 0..63'),
     (['--neuron=zero'], 'a neuron is LAYER:INDEX'),
     (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
+    (['--words=zebra'], "no token of this vocabulary is a word of 'zebra'"),
     ([], 'give --concept=NAME'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
