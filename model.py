@@ -80,9 +80,9 @@ class _TopKFunction(torch.autograd.Function):
 
 def _cpu_topk_mask(x, k):
     """The CPU fast path: a bool mask of the k largest entries that are > 0, or None where it does not
-    apply (other devices or dtypes, inside torch.compile, or a tie at the k-th value, where a mask
-    would keep more than k; the exact topk path then decides)."""
-    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+    apply (other devices or dtypes, or a tie at the k-th value, where a mask would keep more than k;
+    the exact topk path then decides)."""
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
         return None
     C = x.size(-1)
     kth = torch.from_numpy(np.partition(x.detach().numpy(), C - k, axis=-1)[..., C - k:C - k + 1])  # (..., 1)
@@ -101,6 +101,11 @@ class TopK(nn.Module):
         self.k = k
 
     def forward(self, x):
+        if torch.compiler.is_compiling():
+            # plain ops, whose backward torch.compile derives and fuses itself: on CUDA with bf16, the
+            # compiled _TopKFunction trained far worse than eager (README "Speed", GPU)
+            values, indices = torch.topk(x, self.k, dim=-1, sorted=False)  # (..., k) each
+            return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
         return _TopKFunction.apply(x, self.k)
 
     def extra_repr(self):

@@ -34,12 +34,16 @@ def reference_topk(x, k):
     return torch.zeros_like(x).scatter(-1, i, F.relu(v))
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # the CPU fast path, the exact path
-def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype):
+# the CPU fast path, the exact path, and the plain ops that TopK runs under torch.compile
+@pytest.mark.parametrize('dtype,compiling', [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)])
+def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype, compiling,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: compiling)
     torch.manual_seed(0)
-    x = torch.randn(4, 6, 32, dtype=dtype, requires_grad=True)
+    x = (torch.randn(4, 6, 32) - 1.2).to(dtype).requires_grad_()  # some rows keep negative entries
     g = torch.randn(4, 6, 32, dtype=dtype)
     y = TopK(5)(x)
+    assert 0 < (y != 0).sum() < 4 * 6 * 5  # so the ReLU bites
     y.backward(g)
     x2 = x.detach().clone().requires_grad_()
     y2 = reference_topk(x2, 5)
