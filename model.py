@@ -12,10 +12,12 @@ TopK sites, for plain `register_forward_hook`:
 `topk_layers(model)` returns {layer index: TopK module} for either site.
 """
 
+import ctypes
 import glob
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -394,6 +396,18 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
         raise ValueError(f"compile must be auto, True or False, not {compile!r}")
     compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')
     return device, device_type, dtype, compile
+
+
+def keep_freed_memory():
+    """Linux (glibc) only: keep freed blocks of up to 1 GiB in the process for the next step. By default
+    glibc hands every block over 32 MB back to the kernel on free and maps fresh zeroed pages for the
+    next, so a CPU training step with the GPT-2 vocabulary ((B, T, 50304) float32 logits: 155 MB at
+    batch 12, block 64) spent half its time in the kernel; this made it 1.5x faster (README "Speed")."""
+    if sys.platform.startswith('linux'):
+        mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+        if mallopt is not None:
+            mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not mmap
+            mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap instead of trimming it
 
 
 # ----------------------------------------------------------------------------------------------
