@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, die
-from model import GPT, GPTConfig, keep_freed_memory, neuron_sites, record_activations, system_settings
+from model import GPT, GPTConfig, neuron_sites, record_activations, system_settings
 
 # -----------------------------------------------------------------------------
 batch_size = 12  # sequences per training step
@@ -104,8 +104,6 @@ if __name__ == '__main__':
         device, device_type, dtype, compile = system_settings(device, dtype, compile)
     except ValueError as e:
         die(str(e))
-    if device_type == 'cpu':
-        keep_freed_memory()  # large logits are reused each step instead of re-mapped (model.py)
     autocast = (torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext())
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "

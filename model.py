@@ -377,10 +377,23 @@ def record_activations(model, idx, sites=None):
     return {i: tuple(found[i]) for i in sites}
 
 
+def keep_freed_memory():
+    """Linux (glibc) only: keep freed blocks of up to 1 GiB in the process for the next step. By default
+    glibc hands every block over 32 MB back to the kernel on free and maps fresh zeroed pages for the
+    next, so a CPU training step with the GPT-2 vocabulary ((B, T, 50304) float32 logits: 155 MB at
+    batch 12, block 64) spent half its time in the kernel; this made it 1.6x faster (README "Speed").
+    The price: up to 1 GiB of freed memory stays with the process."""
+    if sys.platform.startswith('linux'):
+        mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)  # None on musl; jemalloc/tcmalloc ignore it
+        # M_MMAP_THRESHOLD (-3): blocks up to 1 GiB come from the heap; an old glibc refuses over 32 MB
+        if mallopt is not None and mallopt(-3, 1 << 30):
+            mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap instead of trimming it
+
+
 def system_settings(device='auto', dtype='auto', compile='auto'):
     """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on CUDA where supported,
     else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile) or raises
-    ValueError with what to do."""
+    ValueError with what to do. On CPU it also keeps freed memory for reuse (keep_freed_memory)."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', device):
@@ -395,20 +408,9 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
     if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
         raise ValueError(f"compile must be auto, True or False, not {compile!r}")
     compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')
+    if device_type == 'cpu':
+        keep_freed_memory()
     return device, device_type, dtype, compile
-
-
-def keep_freed_memory():
-    """Linux (glibc) only: keep freed blocks of up to 1 GiB in the process for the next step. By default
-    glibc hands every block over 32 MB back to the kernel on free and maps fresh zeroed pages for the
-    next, so a CPU training step with the GPT-2 vocabulary ((B, T, 50304) float32 logits: 155 MB at
-    batch 12, block 64) spent half its time in the kernel; this made it 1.6x faster (README "Speed").
-    The price: up to 1 GiB of freed memory stays with the process."""
-    if sys.platform.startswith('linux'):
-        mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)  # None on musl; jemalloc/tcmalloc ignore it
-        # M_MMAP_THRESHOLD (-3): blocks up to 1 GiB come from the heap; an old glibc refuses over 32 MB
-        if mallopt is not None and mallopt(-3, 1 << 30):
-            mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap instead of trimming it
 
 
 # ----------------------------------------------------------------------------------------------

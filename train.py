@@ -20,8 +20,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, die
-from model import (GPT, GPTConfig, checkpoint_series, keep_freed_memory, load_checkpoint, series_path, system_settings,
-                   topk_layers)
+from model import GPT, GPTConfig, checkpoint_series, load_checkpoint, series_path, system_settings, topk_layers
 from prepare import get_batch, load_meta, open_split
 
 # -----------------------------------------------------------------------------
@@ -99,8 +98,6 @@ try:
     device, device_type, dtype, compile = system_settings(device, dtype, compile)
 except ValueError as e:
     die(str(e))
-if device_type == 'cpu':
-    keep_freed_memory()  # large logits are reused each step instead of re-mapped (model.py)
 config.update(device=device, dtype=dtype, compile=compile)  # record what actually ran
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]

@@ -90,9 +90,9 @@ def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
 
 
 def test_concepts_lines_carry_a_topic_that_bounds_fluent_steering():
-    topics = []
-    assert concepts_text(300, seed=5, topics=topics) == concepts_text(300, seed=5)  # the record draws nothing
-    assert len(topics) == concepts_text(300, seed=5).count('\n')  # one topic per line
+    topics, text = [], concepts_text(300, seed=5)
+    assert concepts_text(300, seed=5, topics=topics) == text  # the record draws nothing
+    assert len(topics) == text.count('\n')  # one topic per line
     lift = topic_lift(20000)
     assert all(2 < x < 5 for x in lift.values()), lift  # a topic's words are 2-5x denser in its lines
 
