@@ -12,11 +12,15 @@ Two different questions find two different lists of neurons for a concept:
   (the share of the neuron's top activations on the concept's words) and by the share of its
   activation mass on them (selectivity). This is what analyze.py reads.
 - promotes: which neurons, forced on, raise the probability that the *next* token is a concept word?
-  Each neuron is set to its strength at every position of real val contexts, and the mean
-  next-token probability of the concept's tokens is compared with the unforced model: an exact
-  intervention, batched over neurons. In a wide layer a first-order estimate picks the candidates.
+  Each neuron is set to --search_scale times its max activation at every position of real val
+  contexts, and the mean next-token probability of the concept's tokens is compared with the
+  unforced model: an exact intervention, batched over neurons. Neurons are ranked by that gain
+  times the concept's share of all the probability the forcing moves, so that a neuron which raises
+  every noun does not win for each noun concept. In a wide layer a first-order estimate picks the
+  candidates.
 Steering needs the second list. A neuron that fires on animal words says "an animal was just read",
-and what follows an animal is rarely another animal: forcing it can make animals *rarer*.
+and what follows an animal is rarely another animal: forced hard, it can make animals *rarer*; forced
+gently, it can carry a topic on (README, Steering).
 
 Steering is a plain forward hook on the layer's TopK module: --mode=set writes the value, add adds it,
 at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
@@ -50,10 +54,12 @@ lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
 value = 0.0  # the absolute value to force; 0 = use --scale
 scale = 2.0  # strength as a multiple of the neuron's largest activation on val data
+search_scale = 0.5  # the promotes search forces each neuron at this x its max activation: gentle, in the
+# range where steering stays fluent (a sweep's best: 0.375-1x); at 2x, what wins is what breaks sentences
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
 positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only
 start = '\n'  # the prompt; FILE:path reads it from a file
-num_samples = 64  # samples per condition (the rates are averaged over them; fewer make the baseline noisy)
+num_samples = 128  # samples per condition: rates average over them, and with fewer the baseline is noisy
 max_new_tokens = 64  # tokens generated per sample
 temperature = 0.8  # sampling temperature, as sample.py; 0 = greedy
 top_k = 200  # sample among the top_k tokens, as sample.py; 0 = all
@@ -61,7 +67,7 @@ seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-strengths = [0.25, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # the --scale values of a sweep (fluency breaks between 0.5 and 1)
+strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 contexts = 16  # val windows the promotes search forces neurons over
 tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
@@ -118,32 +124,40 @@ def parse_neurons(specs, model):
 
 @torch.no_grad()
 def promote_search(model, x, y, concept_ids, strength):
-    """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T),
-    and {layer: (C,) its change} when each neuron is set to strength[layer][j] at every position;
-    targets y only feed the forward. Exact, G neurons per forward (the contexts repeated G times)."""
+    """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T), and
+    {layer: (C,) its change, (C,) the probability mass the forcing moves}, each neuron set to
+    strength[layer][j] at every position; targets y only feed the forward. The mass moved is the total
+    variation between the forced and unforced next-token distributions, averaged over positions: the
+    concept's share of it says whether the neuron promotes the concept or a whole class of tokens (any
+    noun). Exact, G neurons per forward (the contexts repeated G times)."""
     n, T = x.shape
     V = model.config.vocab_size
-
-    def concept_prob(logits):  # (B, T, V) -> (B,) mean probability mass on the concept
-        return F.softmax(logits.float(), -1)[..., concept_ids].sum(-1).mean(-1)
-
-    base = concept_prob(model(x, y)[0]).mean().item()
+    p0 = F.softmax(model(x, y)[0].float(), -1)  # (n, T, V)
+    base = p0[..., concept_ids].sum(-1).mean().item()
     G = max(1, min(64, int(2e8 // (n * T * V))))  # bound the (G*n, T, V) logits to ~800 MB
     out = {}
     for layer, site in topk_layers(model).items():
         width = len(strength[layer])
         cand = torch.arange(width) if width <= candidates else first_order(model, x, y, concept_ids, layer, strength[layer])
-        delta = torch.full((width,), -math.inf)
+        delta, moved = torch.full((width,), -math.inf), torch.full((width,), math.inf)
         for g0 in range(0, len(cand), G):
             js = cand[g0:g0 + G]
             hook = site.register_forward_hook(group_hook(js, strength[layer][js], n))
             try:
-                p = concept_prob(model(x.repeat(len(js), 1), y.repeat(len(js), 1))[0]).view(len(js), n).mean(1)
+                p = F.softmax(model(x.repeat(len(js), 1), y.repeat(len(js), 1))[0].float(), -1).view(len(js), n, T, V)
             finally:
                 hook.remove()
-            delta[js] = (p - base).cpu()
-        out[layer] = delta
+            delta[js] = (p[..., concept_ids].sum(-1).mean((1, 2)) - base).cpu()
+            moved[js] = (p.sub_(p0).abs_().sum(-1) / 2).mean((1, 2)).cpu()  # in place: p can be large
+        out[layer] = (delta, moved)
     return base, out
+
+
+def promote_rank(delta, moved):
+    """Rank neurons by the concept's gain times its share of the probability mass moved (delta^2/moved):
+    a neuron that raises every noun gains as much for animals as an animal neuron does, but only a
+    tenth of the mass it moves lands on animals, and forcing it breaks more sentences."""
+    return torch.where(delta > 0, delta * delta / moved.clamp(min=1e-12), delta)
 
 
 def group_hook(js, vs, n):
@@ -242,23 +256,27 @@ def show_neurons(title, rows):
 
 def find_neurons(model, stats, decode, labels, c, name, x, y):
     """Both lists for concept c, printed; returns them and the best 'promotes' neuron per layer."""
-    strength = {layer: s['max'] * scale for layer, s in stats.items()}
+    strength = {layer: s['max'] * search_scale for layer, s in stats.items()}
     ids = (labels == c).nonzero().squeeze(1).to(x.device)
-    base, delta = promote_search(model, x, y, ids, strength)
+    base, found = promote_search(model, x, y, ids, strength)
+    rank = {layer: promote_rank(d, m) for layer, (d, m) in found.items()}
     fires, promotes = [], []
     for layer, s in stats.items():
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
         fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist()))]
-        promotes += [(d, layer, j) for j, d in enumerate(delta[layer].tolist())]
-    tokens_of = lambda l, j: ' '.join(decode([t]) for t, _ in analyze.top_tokens(stats[l], j, 8))
+        d, m = found[layer]
+        promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)
+                     for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))]
+    tokens_of = lambda l, j: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[l], j, 8))
     fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, mass_share=sh, tokens=tokens_of(l, j),
                       score=f"purity {p:.2f}, mass share {sh:.2f}") for p, sh, l, j in sorted(fires, reverse=True)[:top]]
-    prom_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, delta=d, tokens=tokens_of(l, j),
-                      score=f"{base:.3f} -> {base + d:.3f}") for d, l, j in sorted(promotes, reverse=True)[:top]]
+    prom_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, delta=d, share=sh, tokens=tokens_of(l, j),
+                      score=f"{base:.3f} -> {base + d:.3f}, share {sh:.2f}")
+                 for _, d, sh, l, j in sorted(promotes, reverse=True)[:top]]
     show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations, share of its mass; its top tokens):", fire_rows)
-    show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {scale:g}x max; "
-                 f"the tokens it fires on):", prom_rows)
-    per_layer = {layer: int(d.argmax()) for layer, d in delta.items()}
+    show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
+                 f"concept's share of the probability moved; the tokens it fires on):", prom_rows)
+    per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
     same = len(set(per_layer.values())) == 1 and len(per_layer) > 1
     print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())
           + (" (the same index in every layer)" if same else ''))

@@ -7,7 +7,7 @@ import torch
 
 from conftest import run
 from model import GPT, GPTConfig, topk_layers
-from steer import steer
+from steer import promote_rank, promote_search, steer
 
 
 def tiny():
@@ -66,6 +66,25 @@ def test_positions_prompt_leaves_the_new_positions_unsteered():
     model.generate(prompt, 6, temperature=0, use_cache=True)
     assert seen[0].shape[1] == 5 and (seen[0][0, :, 2] == 123.0).all()  # the prompt, in one pass
     assert all(s.shape[1] == 1 and s[0, 0, 2] != 123.0 for s in seen[1:])  # each new token
+
+
+def test_the_promotes_search_is_the_exact_intervention_and_its_moved_mass_bounds_the_gain():
+    model = tiny()
+    x, y = torch.randint(0, 40, (3, 8)), torch.randint(0, 40, (3, 8))
+    ids = torch.tensor([5, 6, 7])
+    strength = {l: torch.full((32,), 2.0) for l in topk_layers(model)}
+    base, found = promote_search(model, x, y, ids, strength)
+    delta, moved = found[1]
+    steer(model, {(1, 9): 2.0}, prompt_len=0)  # the same forcing, one neuron, through the steering hook
+    p = torch.softmax(model(x, y)[0], -1)
+    assert torch.isclose(delta[9], p[..., ids].sum(-1).mean() - base, atol=1e-5)
+    assert (moved >= delta.abs() - 1e-6).all() and (moved <= 1).all()  # a set's gain is part of the mass moved
+
+
+def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_moves_a_whole_class():
+    delta = torch.tensor([0.10, 0.12, 0.05, -0.02])
+    moved = torch.tensor([0.10, 0.60, 0.05, 0.30])  # 1: the concept is a fifth of what it moves
+    assert promote_rank(delta, moved).argsort(descending=True).tolist() == [0, 2, 1, 3]
 
 
 def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
