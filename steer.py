@@ -53,7 +53,7 @@ words = ''  # or the concept as comma-separated words: rain,snow,storm
 lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
 value = 0.0  # the absolute value to force; 0 = use --scale
-scale = 2.0  # strength as a multiple of the neuron's largest activation on val data
+scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences)
 search_scale = 0.5  # the promotes search forces each neuron at this x its max activation: gentle, in the
 # range where steering stays fluent (a sweep's best: 0.375-1x); at 2x, what wins is what breaks sentences
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
@@ -134,7 +134,7 @@ def promote_search(model, x, y, concept_ids, strength):
     V = model.config.vocab_size
     p0 = F.softmax(model(x, y)[0].float(), -1)  # (n, T, V)
     base = p0[..., concept_ids].sum(-1).mean().item()
-    G = max(1, min(64, int(2e8 // (n * T * V))))  # bound the (G*n, T, V) logits to ~800 MB
+    G = max(1, min(64, int(1e8 // (n * T * V))))  # (G*n, T, V) probabilities of ~400 MB; ~3x that at the peak
     out = {}
     for layer, site in topk_layers(model).items():
         width = len(strength[layer])
@@ -265,8 +265,9 @@ def find_neurons(model, stats, decode, labels, c, name, x, y):
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
         fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist()))]
         d, m = found[layer]
-        promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)
-                     for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))]
+        promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)  # in a wide layer only the candidates were forced
+                     for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
+                     if math.isfinite(dj)]
     tokens_of = lambda l, j: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[l], j, 8))
     fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, mass_share=sh, tokens=tokens_of(l, j),
                       score=f"purity {p:.2f}, mass share {sh:.2f}") for p, sh, l, j in sorted(fires, reverse=True)[:top]]

@@ -1,6 +1,7 @@
 """Claims of steer.py: the hook sets exactly the requested neurons at the requested positions, with or
 without the KV cache, and forcing the best 'promotes' neuron of a trained model raises its concept."""
 import json
+import math
 
 import pytest
 import torch
@@ -75,16 +76,19 @@ def test_the_promotes_search_is_the_exact_intervention_and_its_moved_mass_bounds
     strength = {l: torch.full((32,), 2.0) for l in topk_layers(model)}
     base, found = promote_search(model, x, y, ids, strength)
     delta, moved = found[1]
+    p0 = torch.softmax(model(x, y)[0], -1)
     steer(model, {(1, 9): 2.0}, prompt_len=0)  # the same forcing, one neuron, through the steering hook
     p = torch.softmax(model(x, y)[0], -1)
     assert torch.isclose(delta[9], p[..., ids].sum(-1).mean() - base, atol=1e-5)
-    assert (moved >= delta.abs() - 1e-6).all() and (moved <= 1).all()  # a set's gain is part of the mass moved
+    assert torch.isclose(moved[9], (p - p0).abs().sum(-1).mean() / 2, atol=1e-5)  # total variation
+    assert (moved >= delta.abs() - 1e-6).all()  # a set's gain is part of the mass moved
 
 
 def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_moves_a_whole_class():
-    delta = torch.tensor([0.10, 0.12, 0.05, -0.02])
-    moved = torch.tensor([0.10, 0.60, 0.05, 0.30])  # 1: the concept is a fifth of what it moves
-    assert promote_rank(delta, moved).argsort(descending=True).tolist() == [0, 2, 1, 3]
+    delta = torch.tensor([0.10, 0.12, 0.01, -0.02, -math.inf])  # the last: not forced (a wide layer)
+    moved = torch.tensor([0.10, 0.60, 0.01, 0.30, math.inf])  # 1: the concept is a fifth of what it moves
+    # gain x share: 1 gains more than 2 and keeps its place above it; share alone would not
+    assert promote_rank(delta, moved).argsort(descending=True).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
