@@ -35,18 +35,25 @@ def reference_topk(x, k):
     return torch.zeros_like(x).scatter(-1, i, F.relu(v))
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # the CPU fast path, the exact path
-def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype):
+def run_against_reference(topk, dtype=torch.float32):
+    """Forward and backward through topk (a k=5 TopK) and through reference_topk on the same input, some
+    of whose rows keep negative entries; asserts the two agree. Returns the input and the output."""
     torch.manual_seed(0)
-    x = (torch.randn(4, 6, 32) - 1.2).to(dtype).requires_grad_()  # some rows keep negative entries
+    x = (torch.randn(4, 6, 32) - 1.2).to(dtype).requires_grad_()
     g = torch.randn(4, 6, 32, dtype=dtype)
-    y = TopK(5)(x)
-    assert 0 < (y != 0).sum() < 4 * 6 * 5  # so the ReLU bites
+    y = topk(x)
     y.backward(g)
     x2 = x.detach().clone().requires_grad_()
     y2 = reference_topk(x2, 5)
     y2.backward(g)
+    assert 0 < (y != 0).sum() < 4 * 6 * 5  # so the ReLU bites
     assert torch.equal(y, y2) and torch.equal(x.grad, x2.grad)
+    return x, y
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # the CPU fast path, the exact path
+def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype):
+    x, y = run_against_reference(TopK(5), dtype)
     assert ((x.grad != 0) == (y != 0)).all()
 
 
@@ -55,16 +62,7 @@ def test_compiled_topk_runs_plain_ops_that_match_the_reference(monkeypatch):
     def refuse(*args):
         raise AssertionError('_TopKFunction used under torch.compile')
     monkeypatch.setattr(model_module._TopKFunction, 'apply', refuse)
-    torch.manual_seed(0)
-    x = (torch.randn(4, 6, 32) - 1.2).requires_grad_()
-    g = torch.randn(4, 6, 32)
-    y = torch.compile(TopK(5), backend='aot_eager', fullgraph=True)(x)  # traces as inductor does, no C compiler
-    y.backward(g)
-    x2 = x.detach().clone().requires_grad_()
-    y2 = reference_topk(x2, 5)
-    y2.backward(g)
-    assert 0 < (y != 0).sum() < 4 * 6 * 5  # the ReLU bites
-    assert torch.equal(y, y2) and torch.equal(x.grad, x2.grad)
+    run_against_reference(torch.compile(TopK(5), backend='aot_eager', fullgraph=True))  # traces as inductor does
 
 
 def test_topk_keeps_exactly_k_even_with_ties_at_the_kth_value():
