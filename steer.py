@@ -27,7 +27,9 @@ at --positions=all, prompt or new. The strength is --value, or --scale times the
 activation on val data. Unsteered and steered samples share their random seeds, so the only
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters and apostrophes, lowercased) that are concept words;
-the fluency cost is the perplexity of the generated tokens under the unsteered model.
+the fluency cost is the perplexity of the generated tokens under the unsteered model. --logit_bias
+adds a reference with no neuron: a constant added to the logits of the concept's tokens, which moves
+nothing else, shows how far favouring the concept alone gets within the same perplexity budget.
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting
@@ -69,6 +71,8 @@ top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
 strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
+logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens
+# while sampling. Nothing else moves, so it shows what favouring the concept can reach in the budget
 contexts = 16  # val windows the promotes search forces neurons over
 tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
 candidates = 256  # per layer, neurons tested exactly; a wider layer is first ranked by a first-order estimate
@@ -216,10 +220,20 @@ def concept_rate(texts, concept_words):
     return sum(w in concept_words for w in found) / max(1, len(found))
 
 
-def generate(model, prompt, neurons):
+def add_logit_bias(model, ids, b):
+    """A forward hook on lm_head that adds b to the logits of the tokens ids; returns its handle."""
+    def hook(module, inp, out):  # out: (B, T, vocab)
+        return out.index_add(-1, ids, out.new_full((*out.shape[:-1], len(ids)), b))
+    return model.lm_head.register_forward_hook(hook)
+
+
+def generate(model, prompt, neurons, bias=None):
     """num_samples continuations of prompt, with the neurons {(layer, j): value} forced (none: the
-    unsteered model). The generator's seed is the same for every call."""
+    unsteered model), or with bias = (token ids, b) added to those tokens' logits. The generator's
+    seed is the same for every call."""
     handles = steer(model, neurons, prompt.size(1), positions, mode) if neurons else []
+    if bias:
+        handles.append(add_logit_bias(model, *bias))
     try:
         return model.generate(prompt.repeat(num_samples, 1), max_new_tokens, temperature=temperature,
                               top_k=top_k or None, generator=torch.Generator(device=prompt.device).manual_seed(seed))
@@ -228,9 +242,10 @@ def generate(model, prompt, neurons):
             h.remove()
 
 
-def measure(model, prompt, neurons, decode):
-    """Samples with the neurons forced (None: unsteered) and their perplexity under the unsteered model."""
-    seqs = generate(model, prompt, neurons)
+def measure(model, prompt, neurons, decode, bias=None):
+    """Samples with the neurons forced (None: unsteered) or the logit bias, and their perplexity under
+    the unsteered model."""
+    seqs = generate(model, prompt, neurons, bias)
     P = prompt.size(1)
     nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
     return dict(ppl=math.exp(nll / max(1, n)), texts=[decode(s[P:].tolist()) for s in seqs])
@@ -306,18 +321,9 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
         forced = {n: value if value else sc * m for n, m in max_act.items()}
         r = measure(model, prompt, forced, decode)
         runs.append(dict(scale=sc, value=list(forced.values()), rate=concept_rate(r['texts'], concept_words), **r))
-    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
-    best = max(ok or runs[:1], key=lambda r: r['rate'])  # none within the budget: report the gentlest
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
-    for r in runs:
-        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
-                if concept_words else '')
-        print(f"  scale {r['scale']:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
-              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
-              + ('   <- best within the perplexity budget' if r is best and ok and sweep else ''))
-    if sweep and not ok:
-        print(f"  no strength kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
+    ok, best = report_runs(runs, base, 'scale', concept_words)
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at scale {best['scale']:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(base['texts'], best['texts']))[:show]:
@@ -327,9 +333,33 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
                   scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
                   ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
+    if logit_bias and concept_words:
+        ids = (labels == c).nonzero().squeeze(1).to(prompt.device)
+        print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
+        refs = [dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r)
+                for b in logit_bias for r in [measure(model, prompt, None, decode, (ids, b))]]
+        ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
+        result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=bool(ok_ref), rate=best_ref['rate'],
+                                    ppl=best_ref['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in refs])
     if sweep:
         plot_sweep(name, neurons_txt, base, runs)
     return result
+
+
+def report_runs(runs, base, key, concept_words):
+    """Print each run's concept rate and perplexity against the unsteered base; returns the runs within
+    the perplexity budget and the best of them (the highest rate; none within: the first, the gentlest)."""
+    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
+    best = max(ok or runs[:1], key=lambda r: r['rate'])
+    for r in runs:
+        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
+                if concept_words else '')
+        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
+              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
+              + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
+    if len(runs) > 1 and not ok:
+        print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
+    return ok, best
 
 
 def plot_sweep(name, neurons_txt, base, runs):
@@ -365,6 +395,8 @@ def main():
         die(f"--positions takes all, prompt or new, not {positions!r}")
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
+        die(f"--logit_bias takes numbers, as --logit_bias=2,4,6, not {','.join(map(str, logit_bias))}")
     # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
     if words:
         ws = [w.strip().lower() for w in words.split(',') if w.strip()]
@@ -407,14 +439,27 @@ def main():
 
 
 def summary(results):
-    print(f"\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | same index in every layer |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    ref = all('logit_bias' in r for r in results)  # the reference column, when --logit_bias gave one
+
+    def ratio(rate, r):
+        return f"{rate / max(r['baseline_rate'], 1e-9):.1f}x"
+    print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | "
+          "same index in every layer |" + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
+    print("|---|---|---:|---:|---:|---:|---:|---|" + ("---:|" if ref else ''))
     for r in results:
-        print(f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
-              f"{r['steered_rate'] / max(r['baseline_rate'], 1e-9):.1f}x | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
-              f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['scale']:g} | {'yes' if r.get('same_index_across_layers') else 'no'} |")
-    hits = sum(r['steered_rate'] >= 5 * r['baseline_rate'] and r['within_budget'] for r in results)
-    print(f"{hits}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
+        row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
+               f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
+               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['scale']:g} | "
+               f"{'yes' if r.get('same_index_across_layers') else 'no'} |")
+        if ref:
+            b = r['logit_bias']
+            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
+        print(row)
+    passed = sum(r['steered_rate'] >= 5 * r['baseline_rate'] and r['within_budget'] for r in results)
+    print(f"{passed}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
+    if ref:
+        passed = sum(r['logit_bias']['rate'] >= 5 * r['baseline_rate'] and r['logit_bias']['within_budget'] for r in results)
+        print(f"{passed}/{len(results)} with the logit-bias reference instead of a neuron")
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ import torch
 
 from conftest import run
 from model import GPT, GPTConfig, topk_layers
-from steer import promote_rank, promote_search, steer
+from steer import add_logit_bias, promote_rank, promote_search, steer
 
 
 def tiny():
@@ -91,10 +91,22 @@ def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_move
     assert promote_rank(delta, moved).argsort(descending=True).tolist() == [0, 1, 2, 3, 4]
 
 
+def test_the_logit_bias_reference_adds_b_to_the_concept_tokens_and_nothing_else():
+    model = tiny()
+    x = torch.randint(0, 40, (2, 7))
+    before = model(x, x)[0]
+    handle = add_logit_bias(model, torch.tensor([3, 11]), 2.5)
+    diff = model(x, x)[0] - before
+    handle.remove()
+    expect = torch.zeros(40)
+    expect[[3, 11]] = 2.5
+    assert torch.allclose(diff, expect.expand_as(diff))
+
+
 def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
     out = tmp_path / 'steer.json'
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=all', '--scale=2',
-            '--num_samples=16', '--max_new_tokens=30', '--tokens=20000', '--show=1', f'--json={out}')
+            '--num_samples=16', '--max_new_tokens=30', '--tokens=20000', '--show=1', f'--json={out}', '--logit_bias=4')
     assert r.returncode == 0, r.stderr
     assert 'fires on animals' in r.stdout and 'promotes animals' in r.stdout and 'unsteered | steered' in r.stdout
     results = json.loads(out.read_text())['results']
@@ -102,7 +114,9 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     ratios = [x['steered_rate'] / max(x['baseline_rate'], 1e-9) for x in results]
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
-                          'ppl_steered', 'fires_on', 'promotes'} for x in results)
+                          'ppl_steered', 'fires_on', 'promotes', 'logit_bias'} for x in results)
+    assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 nats favours every concept
+    assert 'with the logit-bias reference instead of a neuron' in r.stdout
 
 
 def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
