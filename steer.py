@@ -28,8 +28,9 @@ activation on val data. Unsteered and steered samples share their random seeds, 
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters and apostrophes, lowercased) that are concept words;
 the fluency cost is the perplexity of the generated tokens under the unsteered model. --logit_bias
-adds a reference with no neuron: a constant added to the logits of the concept's tokens, which moves
-nothing else, shows how far favouring the concept alone gets within the same perplexity budget.
+adds a reference with no neuron: a constant added to the logits of the concept's tokens while
+sampling. No other logit changes, so it shows how far favouring the concept alone gets within the
+same perplexity budget; a neuron also moves other tokens and everything computed after it.
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting
@@ -72,7 +73,6 @@ sweep = False  # try every strength in --strengths, plot rate and perplexity aga
 strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens
-# while sampling. Nothing else moves, so it shows what favouring the concept can reach in the budget
 contexts = 16  # val windows the promotes search forces neurons over
 tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
 candidates = 256  # per layer, neurons tested exactly; a wider layer is first ranked by a first-order estimate
@@ -222,9 +222,10 @@ def concept_rate(texts, concept_words):
 
 def add_logit_bias(model, ids, b):
     """A forward hook on lm_head that adds b to the logits of the tokens ids; returns its handle."""
-    def hook(module, inp, out):  # out: (B, T, vocab)
-        return out.index_add(-1, ids, out.new_full((*out.shape[:-1], len(ids)), b))
-    return model.lm_head.register_forward_hook(hook)
+    bias = torch.zeros(model.lm_head.out_features, device=ids.device)
+    bias[ids] = b  # (vocab,): b at the concept's tokens, 0 elsewhere
+    # the logits (B, T, vocab) are biased before generate() divides them by the temperature
+    return model.lm_head.register_forward_hook(lambda m, i, out: out + bias.to(out.dtype))
 
 
 def generate(model, prompt, neurons, bias=None):
@@ -300,6 +301,22 @@ def find_neurons(model, stats, decode, labels, c, name, x, y):
                 same_index_across_layers=same)
 
 
+def report_runs(runs, base, key, concept_words):
+    """Print each run's concept rate and perplexity against the unsteered base; returns the runs within
+    the perplexity budget and the best of them (the highest rate; none within: the most fluent)."""
+    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
+    best = max(ok, key=lambda r: r['rate']) if ok else min(runs, key=lambda r: r['ppl'])
+    for r in runs:
+        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
+                if concept_words else '')
+        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
+              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
+              + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
+    if len(runs) > 1 and not ok:
+        print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
+    return ok, best
+
+
 def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_words, x, y, chosen):
     """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
     returns the JSON-able result."""
@@ -333,33 +350,19 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
                   scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
                   ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
-    if logit_bias and concept_words:
-        ids = (labels == c).nonzero().squeeze(1).to(prompt.device)
+    ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
+    if logit_bias and len(ids):
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
-        refs = [dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r)
-                for b in logit_bias for r in [measure(model, prompt, None, decode, (ids, b))]]
+        refs = []
+        for b in logit_bias:
+            r = measure(model, prompt, None, decode, (ids, b))
+            refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=bool(ok_ref), rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in refs])
     if sweep:
         plot_sweep(name, neurons_txt, base, runs)
     return result
-
-
-def report_runs(runs, base, key, concept_words):
-    """Print each run's concept rate and perplexity against the unsteered base; returns the runs within
-    the perplexity budget and the best of them (the highest rate; none within: the first, the gentlest)."""
-    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
-    best = max(ok or runs[:1], key=lambda r: r['rate'])
-    for r in runs:
-        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
-                if concept_words else '')
-        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
-              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
-              + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
-    if len(runs) > 1 and not ok:
-        print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
-    return ok, best
 
 
 def plot_sweep(name, neurons_txt, base, runs):
@@ -409,6 +412,8 @@ def main():
             die(f"unknown concept {concept!r}; the lexicon has {', '.join(lex)}")
         concepts = lex if concept == 'all' else {concept: lex[concept]}
     elif chosen:
+        if logit_bias:
+            die("--logit_bias favours a concept's tokens: give --concept=NAME or --words=a,b,c")
         concepts = {'(no concept: perplexity only)': []}
     else:
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")

@@ -115,7 +115,7 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
                           'ppl_steered', 'fires_on', 'promotes', 'logit_bias'} for x in results)
-    assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 nats favours every concept
+    assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 on the logits favours every concept
     assert 'with the logit-bias reference instead of a neuron' in r.stdout
 
 
