@@ -351,9 +351,9 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
                   ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
     ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
+    refs = []
     if logit_bias and len(ids):
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
-        refs = []
         for b in logit_bias:
             r = measure(model, prompt, None, decode, (ids, b))
             refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
@@ -361,13 +361,16 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=bool(ok_ref), rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in refs])
     if sweep:
-        plot_sweep(name, neurons_txt, base, runs)
+        plot_sweep(name, neurons_txt, base, runs, refs)
     return result
 
 
-def plot_sweep(name, neurons_txt, base, runs):
+def plot_sweep(name, neurons_txt, base, runs, refs=None):
+    """Left: concept rate and perplexity against strength. Right: the trade-off itself, rate against
+    perplexity (both relative to the unsteered text), for the neuron and for the logit-bias reference
+    refs if given: the gap between the two curves is what the neuron moves besides its concept."""
     pyplot = analyze.plt()
-    fig, ax = pyplot.subplots(figsize=(6, 3.6))
+    fig, (ax, ax3) = pyplot.subplots(1, 2, figsize=(11, 3.6))
     xs = [r['scale'] for r in runs]
     ax.plot(xs, [r['rate'] for r in runs], 'o-', color='tab:blue', label='concept rate (steered)')
     ax.axhline(base['rate'], color='tab:blue', ls=':', label='concept rate (unsteered)')
@@ -380,6 +383,15 @@ def plot_sweep(name, neurons_txt, base, runs):
     ax2.set_ylabel('perplexity under the unsteered model', color='tab:red')
     ax.set_title(f"{name}: steering {neurons_txt}")
     ax.legend(loc='upper left', fontsize=7)
+    for rs, style, label in [(runs, 'o-', neurons_txt), (refs or [], 'x--', 'logit-bias reference')]:
+        if rs:
+            ax3.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs], style, label=label)
+    ax3.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
+    ax3.set_xscale('log')
+    ax3.set_xlabel('perplexity / unsteered perplexity')
+    ax3.set_ylabel('concept rate / unsteered rate')
+    ax3.set_title('rate against fluency')
+    ax3.legend(fontsize=7)
     folder = report_dir or os.path.join(out_dir, 'steer')
     os.makedirs(folder, exist_ok=True)
     analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))

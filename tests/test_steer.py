@@ -121,7 +121,8 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
 
 def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--sweep',
-            '--strengths=1,2', '--num_samples=4', '--max_new_tokens=10', '--tokens=5000', f'--report_dir={tmp_path}')
+            '--strengths=1,2', '--logit_bias=4', '--num_samples=4', '--max_new_tokens=10', '--tokens=5000',
+            f'--report_dir={tmp_path}')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'sweep_weather.png').stat().st_size > 0 and str(tmp_path / 'sweep_weather.png') in r.stdout
 
