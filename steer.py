@@ -365,12 +365,12 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
     return result
 
 
-def plot_sweep(name, neurons_txt, base, runs, refs=None):
+def plot_sweep(name, neurons_txt, base, runs, refs=()):
     """Left: concept rate and perplexity against strength. Right: the trade-off itself, rate against
     perplexity (both relative to the unsteered text), for the neuron and for the logit-bias reference
     refs if given: the gap between the two curves is what the neuron moves besides its concept."""
     pyplot = analyze.plt()
-    fig, (ax, ax3) = pyplot.subplots(1, 2, figsize=(11, 3.6))
+    fig, (ax, trade) = pyplot.subplots(1, 2, figsize=(11, 3.6))
     xs = [r['scale'] for r in runs]
     ax.plot(xs, [r['rate'] for r in runs], 'o-', color='tab:blue', label='concept rate (steered)')
     ax.axhline(base['rate'], color='tab:blue', ls=':', label='concept rate (unsteered)')
@@ -383,15 +383,15 @@ def plot_sweep(name, neurons_txt, base, runs, refs=None):
     ax2.set_ylabel('perplexity under the unsteered model', color='tab:red')
     ax.set_title(f"{name}: steering {neurons_txt}")
     ax.legend(loc='upper left', fontsize=7)
-    for rs, style, label in [(runs, 'o-', neurons_txt), (refs or [], 'x--', 'logit-bias reference')]:
+    for rs, style, label in [(runs, 'o-', neurons_txt), (refs, 'x--', 'logit-bias reference')]:
         if rs:
-            ax3.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs], style, label=label)
-    ax3.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
-    ax3.set_xscale('log')
-    ax3.set_xlabel('perplexity / unsteered perplexity')
-    ax3.set_ylabel('concept rate / unsteered rate')
-    ax3.set_title('rate against fluency')
-    ax3.legend(fontsize=7)
+            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs], style, label=label)
+    trade.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
+    trade.set_xscale('log')
+    trade.set_xlabel('perplexity / unsteered perplexity')
+    trade.set_ylabel('concept rate / unsteered rate')
+    trade.set_title('rate against fluency')
+    trade.legend(fontsize=7)
     folder = report_dir or os.path.join(out_dir, 'steer')
     os.makedirs(folder, exist_ok=True)
     analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))
