@@ -385,7 +385,8 @@ def plot_sweep(name, neurons_txt, base, runs, refs=()):
     ax.legend(loc='upper left', fontsize=7)
     for rs, style, label in [(runs, 'o-', neurons_txt), (refs, 'x--', 'logit-bias reference')]:
         if rs:
-            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs], style, label=label)
+            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs],
+                       style, label=label)
     trade.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
     trade.set_xscale('log')
     trade.set_xlabel('perplexity / unsteered perplexity')
