@@ -270,10 +270,10 @@ def show_neurons(title, rows):
         print(f"  {r['neuron']:>7}  {r['score']}  {r['tokens']}")
 
 
-def find_neurons(model, stats, decode, labels, c, name, x, y):
-    """Both lists for concept c, printed; returns them and the best 'promotes' neuron per layer."""
+def find_neurons(model, stats, decode, ids, c, name, x, y):
+    """Both lists for concept c (its tokens: ids), printed; returns them and the best 'promotes' neuron
+    per layer."""
     strength = {layer: s['max'] * search_scale for layer, s in stats.items()}
-    ids = (labels == c).nonzero().squeeze(1).to(x.device)
     base, found = promote_search(model, x, y, ids, strength)
     rank = {layer: promote_rank(d, m) for layer, (d, m) in found.items()}
     fires, promotes = [], []
@@ -321,11 +321,12 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
     """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
     returns the JSON-able result."""
     result = dict(concept=name)
+    ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
     if not chosen:
-        if not (labels == c).any():
+        if not len(ids):
             die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
                 "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
-        result.update(find_neurons(model, stats, decode, labels, c, name, x, y))
+        result.update(find_neurons(model, stats, decode, ids, c, name, x, y))
         chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
     max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
     if not value and any(m <= 0 for m in max_act.values()):
@@ -350,7 +351,6 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
                   scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
                   ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
-    ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
     refs = []
     if logit_bias and len(ids):
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
