@@ -608,6 +608,7 @@ if __name__ == '__main__':
     _, _args = configure(globals(), positional=True)
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
-        die("name one command: neurons, evolution or layers (see --help)")
+        given = f"not {' '.join(_args)!r}" if _args else "none was given"
+        die(f"name one command: neurons, evolution or layers; {given} (see --help)")
     torch.set_grad_enabled(False)
     commands[_args[0]]()

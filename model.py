@@ -455,7 +455,8 @@ def resolve_checkpoint(out_dir, ckpt=''):
     if ckpt == '':
         path = os.path.join(out_dir, 'ckpt.pt')
         if not os.path.exists(path):
-            raise ValueError(f"no checkpoint in {out_dir}/ (ckpt.pt): train one with train.py --out_dir={out_dir}")
+            raise ValueError(f"no checkpoint in {out_dir}/ (ckpt.pt): train one with "
+                             f"`python train.py config/<a config>.py --out_dir={out_dir}`")
         return path
     if ckpt.isdigit():
         series = dict(checkpoint_series(out_dir))

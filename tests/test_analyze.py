@@ -136,4 +136,4 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--neuron=1:0')
     assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
-    assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr
+    assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr and "not 'bogus'" in r.stderr
