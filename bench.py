@@ -43,6 +43,7 @@ dtype = 'auto'  # 'auto' (bfloat16 on CUDA, else float32), 'float32', 'bfloat16'
 compile = 'auto'  # torch.compile: 'auto' (on CUDA), True, False
 threads = 0  # CPU threads; 0 keeps torch's default
 seed = 1337  # weights and batches
+profile = 0  # > 0: after the timings, print this many kernels with the most time in 3 steps of each model
 json = ''  # also write the numbers as JSON to this path
 # -----------------------------------------------------------------------------
 
@@ -87,6 +88,19 @@ def row(name, value, note=''):
     print(f"| {name:<28} | {value:>14} | {note} |", flush=True)
 
 
+def show_profile(runs):
+    """torch.profiler over 3 training steps of each model: the kernels that took the most time, so the
+    extra cost of the TopK model can be pinned on its kernels (on CUDA: torch.topk's radix select)."""
+    from torch.profiler import ProfilerActivity
+    activities = [ProfilerActivity.CUDA] if device_type == 'cuda' else [ProfilerActivity.CPU]
+    key = 'self_device_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
+    for name, run in zip(('dense', 'TopK'), runs):
+        with torch.profiler.profile(activities=activities) as prof:
+            run(3)
+        print(f"\n# profile, {name} model, 3 training steps\n"
+              f"{prof.key_averages().table(sort_by=key, row_limit=profile, max_name_column_width=60)}")
+
+
 def alternate(fns, n):
     """Call each function in turn, n rounds; per function the list of its n timings."""
     times = [[] for _ in fns]
@@ -119,6 +133,8 @@ if __name__ == '__main__':
     for run in runs:
         run(3)  # warm-up (and compilation)
     t_dense, t_topk = alternate(runs, repeats)
+    if profile:
+        show_profile(runs)  # printed before the table, which stays in one piece
     md, mt = statistics.median(t_dense), statistics.median(t_topk)
     ratio = statistics.median(b / a for a, b in zip(t_dense, t_topk))  # the ratio within each round
     tokens = batch_size * block_size
