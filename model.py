@@ -65,7 +65,7 @@ class _TopKFunction(torch.autograd.Function):
         keep = _cpu_topk_mask(x, k)
         if keep is not None:
             ctx.save_for_backward(keep)
-            return x * keep
+            return x.masked_fill(~keep, 0)  # not x * keep: -inf * 0 would be NaN
         values, indices = torch.topk(x, k, dim=-1, sorted=False)  # (..., k) each
         values = values.clamp_(min=0)  # the ReLU of a TopK SAE: a kept negative entry becomes 0
         ctx.save_for_backward(indices, values)
@@ -405,6 +405,8 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+    if dtype == 'float16' and device_type != 'cuda':
+        raise ValueError(f"float16 needs a CUDA GPU (its loss scaling runs there): use bfloat16 or float32 on {device}")
     if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
         raise ValueError(f"compile must be auto, True or False, not {compile!r}")
     compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')

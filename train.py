@@ -71,6 +71,8 @@ threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 given = set()
 config = configure(globals(), given=given)
 MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only', 'out_dir')
+if eval_only and init_from == 'scratch':
+    die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 
 # a resumed run continues with the settings it was started with, except those given again now and
 # those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough to continue
@@ -101,7 +103,7 @@ except ValueError as e:
 config.update(device=device, dtype=dtype, compile=compile)  # record what actually ran
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-autocast = nullcontext() if device_type == 'cpu' or dtype == 'float32' else torch.autocast(device_type, dtype=ptdtype)
+autocast = nullcontext() if dtype == 'float32' else torch.autocast(device_type, dtype=ptdtype)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True  # tf32 for the float32 parts (nanoGPT)
     torch.backends.cudnn.allow_tf32 = True
@@ -124,10 +126,11 @@ os.makedirs(out_dir, exist_ok=True)
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
 iter_num, val_loss, best_val_loss = 0, float('nan'), float('inf')
 if init_from != 'resume':
-    if (os.path.exists(resume_path) or checkpoint_series(out_dir)) and not overwrite and not eval_only:
+    held = os.path.exists(resume_path) or checkpoint_series(out_dir) or os.path.exists(metrics_path)
+    if held and not overwrite and not eval_only:
         die(f"{out_dir}/ already holds a run: --init_from=resume continues it, --overwrite=True replaces it, "
             "or choose another --out_dir")
-    if overwrite:  # a fresh run must not inherit the old one's series or metrics
+    if overwrite and not eval_only:  # a fresh run must not inherit the old one's series or metrics
         for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
             if os.path.exists(p):
                 os.remove(p)
@@ -146,6 +149,9 @@ else:
         die(f"the checkpoint's vocabulary ({model.config.vocab_size}) is smaller than dataset {dataset}'s "
             f"({meta['vocab_size']}): start from a checkpoint trained on this tokenizer")
     if block_size < model.config.block_size:
+        if init_from == 'resume':  # the optimizer's state for the position embeddings has the old length
+            die(f"a resumed run keeps block_size {model.config.block_size}: to train with --block_size={block_size}, "
+                f"start a new run from it with --init_from={resume_path} --out_dir=NEW_DIR")
         model.crop_block_size(block_size)
     model.config.dropout = dropout  # the one model setting that may change between runs, so set it everywhere
     for m in model.modules():
@@ -166,6 +172,9 @@ scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if init_from == 'resume':
     optimizer.load_state_dict(checkpoint['optimizer'])
+    for group in optimizer.param_groups:  # the loaded groups hold the old settings; those given now win
+        group['betas'] = (beta1, beta2)
+    optimizer.param_groups[0]['weight_decay'] = weight_decay  # the decayed group (configure_optimizers)
     scaler.load_state_dict(checkpoint['scaler'])
     # the RNG states of the moment the checkpoint was written: the same batches and dropout follow
     torch.set_rng_state(checkpoint['rng']['torch'])
@@ -174,8 +183,13 @@ if init_from == 'resume':
         torch.cuda.set_rng_state(checkpoint['rng']['cuda'])
     # metrics rows from after the checkpoint belong to a stretch of training that is being redone
     if os.path.exists(metrics_path):
+        rows = []
         with open(metrics_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line torn by a crash in mid-write
         keep = [r for r in rows if r['iter'] < iter_num or (r['iter'] == iter_num and r['kind'] == 'eval')]
         with open(metrics_path + '.tmp', 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in keep)
@@ -245,7 +259,7 @@ def get_lr(it):
         return learning_rate
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
+    if it >= lr_decay_iters:  # also where warmup ends at lr_decay_iters, which would divide by zero below
         return min_lr
     ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)

@@ -24,6 +24,11 @@ def test_topk_keeps_exactly_k_entries_with_their_values():
     assert (x[kept].view(5, 7, 8).min(-1).values >= x.masked_fill(kept, -1e9).max(-1).values).all()
 
 
+def test_topk_drops_minus_infinity_to_zero_not_nan():
+    x = torch.tensor([[3.0, 2.0, 1.0, float('-inf')]])
+    assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 2.0, 0.0, 0.0]]))
+
+
 def test_topk_relu_zeroes_a_kept_negative_entry():
     x = torch.tensor([[3.0, -1.0, -2.0, -5.0]])
     assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 0.0, 0.0, 0.0]]))

@@ -95,3 +95,45 @@ def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
 def test_train_on_a_missing_dataset_says_to_prepare_it(tmp_path, dataset, message):
     r = run('train.py', f'--dataset={dataset}', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_a_resume_takes_settings_given_again_and_survives_a_torn_metrics_line(tmp_path, data_dir):
+    out = str(tmp_path)
+    assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
+    with open(os.path.join(out, 'metrics.jsonl'), 'a') as f:
+        f.write('{"iter": 3, "ki')  # a crash in mid-write
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=3', '--weight_decay=0.5',
+            '--beta2=0.5', '--device=cpu', '--threads=1')
+    assert r.returncode == 0, r.stderr
+    groups = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['optimizer']['param_groups']
+    assert groups[0]['betas'] == (0.9, 0.5) and groups[0]['weight_decay'] == 0.5 and groups[1]['weight_decay'] == 0
+    assert [x['iter'] for x in rows(out, 'train')] == [0, 1, 2]
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--block_size=8', '--device=cpu')
+    assert r.returncode == 2 and 'a resumed run keeps block_size 16' in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_dir):
+    out = str(tmp_path)
+    assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
+    files = sorted(os.listdir(out))
+    r = train(out, data_dir, '--eval_only=True')
+    assert r.returncode == 2 and '--eval_only evaluates a checkpoint' in r.stderr and r.stderr.count('\n') == 1
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--eval_only=True', '--overwrite=True', '--device=cpu')
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == files and os.path.exists(os.path.join(out, 'ckpt.pt'))
+
+
+def test_lr_warmup_may_end_where_the_decay_ends(tmp_path, data_dir):
+    r = train(str(tmp_path), data_dir, '--max_iters=3', '--warmup_iters=3', '--lr_decay_iters=3', '--series=False')
+    assert r.returncode == 0, r.stderr  # get_lr divided by zero at iteration 3
+
+
+def test_bfloat16_on_cpu_runs_in_bfloat16_and_float16_is_refused(tmp_path, data_dir):
+    losses = {}
+    for dtype in ('float32', 'bfloat16'):
+        out = str(tmp_path / dtype)
+        assert train(out, data_dir, '--max_iters=3', f'--dtype={dtype}', '--series=False').returncode == 0
+        losses[dtype] = [x['loss'] for x in rows(out, 'train')]
+    assert losses['float32'][0] != losses['bfloat16'][0]  # autocast ran
+    r = train(str(tmp_path / 'fp16'), data_dir, '--dtype=float16')
+    assert r.returncode == 2 and 'float16 needs a CUDA GPU' in r.stderr and r.stderr.count('\n') == 1
