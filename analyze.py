@@ -79,16 +79,20 @@ def load_lexicon(path, dataset, data_dir):
 
 
 def concept_labels(decode, vocab_size, lex):
-    """(vocab_size,) long: each token id's concept index, or len(lex) for a token of no concept.
-    A token belongs to a concept when its text, stripped and lowercased, is one of the concept's
-    words, so ' Rain' and 'rain' both count under GPT-2's BPE; words that BPE splits never count."""
+    """(vocab_size,) long each: every token id's concept index, or len(lex) for a token of no
+    concept; and its word, as the first token id with the same text. A token belongs to a concept
+    when its text, stripped and lowercased, is one of the concept's words, so ' Rain' and 'rain' are
+    both the word rain under GPT-2's BPE; words that BPE splits never count."""
     word_concept = {w.lower(): c for c, words in enumerate(lex.values()) for w in words}
     labels = torch.full((vocab_size,), len(lex), dtype=torch.long)
+    word, first = torch.arange(vocab_size), {}
     for t in range(vocab_size):
-        c = word_concept.get(decode([t]).strip().lower())
+        text = decode([t]).strip().lower()
+        word[t] = first.setdefault(text, t)
+        c = word_concept.get(text)
         if c is not None:
             labels[t] = c
-    return labels
+    return labels, word
 
 
 def val_windows(dataset, n_tokens, block_size, data_dir):
@@ -119,7 +123,8 @@ def parse_neuron(spec, layers, width, kind='TopK'):
 def collect(model, windows, labels=None, n_concepts=0, progress=False):
     """One batched pass over windows; per neuron site, the running statistics every view is built
     from: firing counts, max activation, activation mass per token id (V, C), and the top_n
-    activations with their positions. Activations arrive sparse (values, indices) from TopK sites."""
+    activations with their positions; with labels (concept_labels' pair), the concept statistics.
+    Activations arrive sparse (values, indices) from TopK sites."""
     sites, width = neuron_sites(model), neuron_width(model)
     V, device = model.config.vocab_size, next(model.parameters()).device
     stats = {}
@@ -154,10 +159,10 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
                  token_entropy=entropy_bits(mass).cpu(), top_v=s['top_v'].cpu(), top_p=s['top_p'].cpu(),
                  top_tok=flat[s['top_p']].cpu())  # top_*: (top_n, C) values, positions, token ids
         if labels is not None:
-            r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, labels, mass.cpu())
+            r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, labels[0], mass.cpu())
             r['concept_share'] = by_concept[:n_concepts].sum(0) / by_concept.sum(0).clamp(min=1e-12)
             r['semantic_entropy'] = entropy_bits(by_concept[:n_concepts])
-            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], labels, n_concepts)
+            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], *labels, n_concepts)
         out[layer] = r
     return out
 
@@ -171,16 +176,16 @@ def entropy_bits(mass):
     return torch.where(total[0] > 0, h, torch.full_like(h, math.nan))
 
 
-def purity(top_v, top_tok, labels, n_concepts):
+def purity(top_v, top_tok, labels, word, n_concepts):
     """Per neuron, over its top activations that are > 0: the share on each concept's words
     (n_concepts, C), the best concept (-1 for none), its share (the purity), and how many distinct
-    words of it they are."""
+    words of it they are (' Rain' and 'rain' are one word: `word` from concept_labels)."""
     fired = top_v > 0  # (top_n, C)
     counts = torch.zeros(n_concepts + 1, top_v.size(1)).scatter_add_(0, labels[top_tok], fired.float())[:n_concepts]
     share = counts / fired.sum(0).clamp(min=1)
     best_purity, best = share.max(0)
     best[best_purity == 0] = -1
-    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, top_tok, fired.float(), 'amax') > 0  # (V, C)
+    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, word[top_tok], fired.float(), 'amax') > 0  # (V, C)
     words = (seen & (labels[:, None] == best[None, :])).sum(0)
     return share, best, best_purity, words
 

@@ -432,9 +432,9 @@ def main():
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
-    labels = analyze.concept_labels(decode, model.config.vocab_size, concepts)
+    labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
-    stats = analyze.collect(model, windows, labels, len(concepts))  # a TopK model: its sites are the TopK layers
+    stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model: its sites are the TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
     for c, (name, ws) in enumerate(concepts.items()):

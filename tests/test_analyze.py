@@ -26,8 +26,10 @@ def test_purity_best_concept_and_words_on_hand_built_top_activations():
     # neuron 1: on token 3 twice; its zero activations (one of them on token 3 too) do not count
     top_v = torch.tensor([[5.0, 9.0], [4.0, 8.0], [3.0, 0.0], [2.0, 0.0]])
     top_tok = torch.tensor([[0, 3], [1, 3], [2, 3], [3, 4]])
-    share, best, purity, words = analyze.purity(top_v, top_tok, labels, n_concepts=2)
+    share, best, purity, words = analyze.purity(top_v, top_tok, labels, torch.arange(5), n_concepts=2)
     assert best.tolist() == [0, 1] and purity.tolist() == [0.75, 1.0] and words.tolist() == [3, 1]
+    # the same, but tokens 0-2 are one word in three spellings (' Rain', 'rain', 'Rain'): 1 word, not 3
+    assert analyze.purity(top_v, top_tok, labels, torch.tensor([0, 0, 0, 3, 4]), 2)[3].tolist() == [1, 1]
     assert share.tolist() == [[0.75, 0.0], [0.25, 1.0]]
     stats = dict(best=best, purity=purity, words=words)
     assert analyze.concept_of(stats).tolist() == [-1, -1]  # 0.75 < 0.9; one word is a token detector
@@ -51,10 +53,11 @@ def test_emergence_is_the_first_step_from_which_the_concept_holds_to_the_end():
 
 
 def test_concept_labels_match_words_whatever_their_case_and_spacing():
-    vocab = ['the', ' Rain', 'snow', 'cat', 'rainy']
-    labels = analyze.concept_labels(lambda ids: ''.join(vocab[i] for i in ids), len(vocab),
-                                    {'weather': ['rain', 'snow'], 'animals': ['cat']})
-    assert labels.tolist() == [2, 0, 0, 1, 2]
+    vocab = ['the', ' Rain', 'snow', 'cat', 'rainy', 'rain']
+    labels, word = analyze.concept_labels(lambda ids: ''.join(vocab[i] for i in ids), len(vocab),
+                                          {'weather': ['rain', 'snow'], 'animals': ['cat']})
+    assert labels.tolist() == [2, 0, 0, 1, 2, 0]
+    assert word.tolist() == [0, 1, 2, 3, 4, 1]  # 'rain' is the word of ' Rain'
 
 
 def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
