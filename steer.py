@@ -26,8 +26,9 @@ Steering is a plain forward hook on the layer's TopK module: --mode=set writes t
 at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
 activation on val data. Unsteered and steered samples share their random seeds, so the only
 difference between the two is the neuron; concept words are *marked* in the output. The concept
-rate is the share of generated words (letters and apostrophes, lowercased) that are concept words;
-the fluency cost is the perplexity of the generated tokens under the unsteered model. --logit_bias
+rate is the share of generated words (letters and apostrophes, lowercased; a possessive 's counts as
+its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
+the unsteered model, each with the context it was generated from. --logit_bias
 adds a reference with no neuron: a constant added to the logits of the concept's tokens while
 sampling. No other logit changes, so it shows how far favouring the concept alone gets within the
 same perplexity budget; a neuron also moves other tokens and everything computed after it.
@@ -83,6 +84,7 @@ data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
 WORD_RE = re.compile(r"[A-Za-z']+")
+SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
 # ----------------------------------------------------------------------------- the intervention
@@ -200,24 +202,30 @@ def first_order(model, x, y, concept_ids, layer, strength):
 
 @torch.no_grad()
 def generated_nll(model, seqs, first):
-    """Total -log p and count of the tokens at positions >= first of seqs (B, T), each token scored
-    with up to block_size tokens of context: windows end half a block apart."""
-    B = model.config.block_size
-    total, count, done = 0.0, 0, first
-    while done < seqs.size(1):
-        end = min(seqs.size(1), done + B // 2) if done > B // 2 else min(seqs.size(1), B + 1)
-        s = max(0, end - 1 - B)  # inputs s .. end-2 (at most B), targets s+1 .. end-1
-        logits, _ = model(seqs[:, s:end - 1], seqs[:, s + 1:end])
-        nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, s + 1:end], reduction='none')  # (B, end-s-1)
-        total += nll[:, done - s - 1:].sum().item()
-        count += nll[:, done - s - 1:].numel()
-        done = end
-    return total, count
+    """Total -log p and count of the tokens at positions >= first of seqs (n, T), each token scored
+    with the context generate() gave it: the block_size tokens before it, or all of them."""
+    B, T = model.config.block_size, seqs.size(1)
+    head = seqs[:, :B + 1]  # tokens 1..B see every token before them
+    logits, _ = model(head[:, :-1], head[:, 1:])
+    nll = [F.cross_entropy(logits.float().transpose(1, 2), head[:, 1:], reduction='none')]  # (n, min(T, B+1) - 1)
+    if T > B + 1:  # token t > B sees the window t-B .. t-1: one window per token, the last position scored
+        windows = seqs.unfold(1, B, 1)[:, 1:T - B]  # (n, T-B-1, B), window s predicts token s+B
+        flat = windows.reshape(-1, B)
+        last = torch.cat([model(flat[i:i + 256])[0][:, -1] for i in range(0, len(flat), 256)])  # (n * (T-B-1), V)
+        nll.append(F.cross_entropy(last.float(), seqs[:, B + 1:].reshape(-1), reduction='none').view(len(seqs), -1))
+    nll = torch.cat(nll, 1)[:, first - 1:]  # targets first .. T-1
+    return nll.sum().item(), nll.numel()
+
+
+def is_concept(word, concept_words):
+    """A word, lowercased, or the word before its possessive 's ("dog's"), is one of concept_words."""
+    w = word.lower()
+    return w in concept_words or (w.endswith("'s") and w[:-2] in concept_words)
 
 
 def concept_rate(texts, concept_words):
-    found = [w.lower() for t in texts for w in WORD_RE.findall(t)]
-    return sum(w in concept_words for w in found) / max(1, len(found))
+    found = [w for t in texts for w in WORD_RE.findall(SPECIAL_RE.sub(' ', t))]
+    return sum(is_concept(w, concept_words) for w in found) / max(1, len(found))
 
 
 def add_logit_bias(model, ids, b):
@@ -255,7 +263,7 @@ def measure(model, prompt, neurons, decode, bias=None):
 # ----------------------------------------------------------------------------- output
 
 def marked(text, concept_words):
-    return WORD_RE.sub(lambda m: f"*{m.group(0)}*" if m.group(0).lower() in concept_words else m.group(0), text)
+    return WORD_RE.sub(lambda m: f"*{m.group(0)}*" if is_concept(m.group(0), concept_words) else m.group(0), text)
 
 
 def side_by_side(left, right, width=52):
@@ -411,6 +419,8 @@ def main():
         die(f"--positions takes all, prompt or new, not {positions!r}")
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
+    if sweep and value:
+        die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
         die(f"--logit_bias takes numbers, as --logit_bias=2,4,6, not {','.join(map(str, logit_bias))}")
     # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
@@ -447,7 +457,8 @@ def main():
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, set(concept_words), x, y, chosen))
+        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, {w.lower() for w in concept_words},
+                                   x, y, chosen))
     if len(results) > 1:
         summary(results)
     if json:
@@ -473,11 +484,13 @@ def summary(results):
             b = r['logit_bias']
             row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
         print(row)
-    passed = sum(r['steered_rate'] >= 5 * r['baseline_rate'] and r['within_budget'] for r in results)
-    print(f"{passed}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
+    def passed(rate, within_budget, r):  # a concept never seen unsteered has no ratio to reach
+        return r['baseline_rate'] > 0 and rate >= 5 * r['baseline_rate'] and within_budget
+    n = sum(passed(r['steered_rate'], r['within_budget'], r) for r in results)
+    print(f"{n}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
     if ref:
-        passed = sum(r['logit_bias']['rate'] >= 5 * r['baseline_rate'] and r['logit_bias']['within_budget'] for r in results)
-        print(f"{passed}/{len(results)} with the logit-bias reference instead of a neuron")
+        n = sum(passed(r['logit_bias']['rate'], r['logit_bias']['within_budget'], r) for r in results)
+        print(f"{n}/{len(results)} with the logit-bias reference instead of a neuron")
 
 
 if __name__ == '__main__':

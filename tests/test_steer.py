@@ -8,7 +8,8 @@ import torch
 
 from conftest import run
 from model import GPT, GPTConfig, topk_layers
-from steer import add_logit_bias, promote_rank, promote_search, steer
+import steer as steer_module
+from steer import add_logit_bias, concept_rate, generated_nll, promote_rank, promote_search, steer
 
 
 def tiny():
@@ -103,6 +104,41 @@ def test_the_logit_bias_reference_adds_b_to_the_concept_tokens_and_nothing_else(
     assert torch.allclose(diff, expect.expand_as(diff))
 
 
+def test_generated_text_is_scored_with_the_context_it_was_generated_with():
+    model = tiny()  # block_size 24: the last 15 of 40 tokens see a sliding window, as in generate()
+    seqs = torch.randint(0, 40, (3, 40))
+    total, count = generated_nll(model, seqs, first=5)
+    by_hand = sum(torch.nn.functional.cross_entropy(model(seqs[:, max(0, t - 24):t])[0][:, -1], seqs[:, t],
+                                                    reduction='sum').item() for t in range(5, 40))
+    assert count == 3 * 35 and total == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_the_concept_rate_counts_words_not_separators_and_possessives_as_their_word():
+    text = "Lily saw the rain.<|endoftext|>Tom liked the dog's bone."  # 9 words, 2 of the concept
+    assert concept_rate([text], {'rain', 'dog'}) == pytest.approx(2 / 9)
+
+
+def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys):
+    row = dict(concept='zoo', neurons=['0:1'], baseline_rate=0.0, steered_rate=0.0, ppl_unsteered=3.0,
+               ppl_steered=3.0, scale=1.0, within_budget=True)
+    steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06)])
+    assert '1/2 concepts' in capsys.readouterr().out
+
+
+def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp_path):
+    words = json.loads(open(f'{data_dir}/concepts/lexicon.json').read())['weather']
+    (tmp_path / 'lex.json').write_text(json.dumps({'weather': [w.capitalize() for w in words]}))
+    rates = []
+    for lex in ('', f'--lexicon={tmp_path / "lex.json"}'):
+        out = tmp_path / f'{len(rates)}.json'
+        r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1',
+                '--value=2', '--num_samples=4', '--max_new_tokens=30', '--tokens=2000', '--show=0', f'--json={out}',
+                *[lex] * bool(lex))
+        assert r.returncode == 0, r.stderr
+        rates.append(json.loads(out.read_text())['results'][0]['baseline_rate'])
+    assert rates[0] > 0 and rates[1] == rates[0]
+
+
 def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
     out = tmp_path / 'steer.json'
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=all', '--scale=2',
@@ -134,6 +170,7 @@ def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
     (['--words=zebra'], "no token of this vocabulary is a word of 'zebra'"),
     ([], 'give --concept=NAME'),
+    (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
