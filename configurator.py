@@ -16,6 +16,7 @@ import difflib
 import os
 import re
 import sys
+import types
 
 
 def die(msg):
@@ -109,9 +110,9 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
                 die(f"config file {arg} not found")
             settings = {}
             with open(arg) as f:
-                exec(f.read(), {}, settings)
+                exec(f.read(), settings)  # one namespace, so a comprehension sees the keys set above it
             for key, value in settings.items():
-                if key.startswith('_'):
+                if key.startswith('_') or isinstance(value, types.ModuleType):  # __builtins__, `import math`
                     continue
                 if key not in keys:
                     if not file_keys_strict:

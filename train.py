@@ -71,6 +71,10 @@ threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 given = set()
 config = configure(globals(), given=given)
 MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only', 'out_dir')
+for key in ('eval_interval', 'log_interval', 'ckpt_interval', 'eval_iters', 'batch_size', 'block_size',
+            'gradient_accumulation_steps'):
+    if config[key] < 1:
+        die(f"--{key} must be 1 or more, not {config[key]}")
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 

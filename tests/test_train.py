@@ -123,6 +123,11 @@ def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_d
     assert sorted(os.listdir(out)) == files and os.path.exists(os.path.join(out, 'ckpt.pt'))
 
 
+def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
+    r = train(str(tmp_path), data_dir, '--eval_interval=0')
+    assert r.returncode == 2 and '--eval_interval must be 1 or more, not 0' in r.stderr and r.stderr.count('\n') == 1
+
+
 def test_lr_warmup_may_end_where_the_decay_ends(tmp_path, data_dir):
     r = train(str(tmp_path), data_dir, '--max_iters=3', '--warmup_iters=3', '--lr_decay_iters=3', '--series=False')
     assert r.returncode == 0, r.stderr  # get_lr divided by zero at iteration 3
