@@ -65,6 +65,12 @@ def test_a_new_run_never_overwrites_an_old_one(full_run, data_dir, start):
     assert os.path.getmtime(os.path.join(full_run, 'ckpt.pt')) == before
 
 
+def test_a_folder_with_only_metrics_holds_a_run(tmp_path, data_dir):
+    (tmp_path / 'metrics.jsonl').write_text('{"iter": 0, "kind": "train", "loss": 5.0}\n')  # a run that died early
+    r = train(str(tmp_path), data_dir, '--max_iters=1')
+    assert r.returncode == 2 and 'already holds a run' in r.stderr
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     r = train(str(tmp_path), data_dir, '--max_iters=50', '--eval_interval=1000', '--learning_rate=1e12',
               '--grad_clip=0', '--warmup_iters=0', '--series=False')
