@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure, die
-from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, record_activations
+from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, read_metrics, record_activations
 from prepare import open_split
 from sample import load_run
 
@@ -159,10 +159,12 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
                  token_entropy=entropy_bits(mass).cpu(), top_v=s['top_v'].cpu(), top_p=s['top_p'].cpu(),
                  top_tok=flat[s['top_p']].cpu())  # top_*: (top_n, C) values, positions, token ids
         if labels is not None:
-            r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, labels[0], mass.cpu())
+            concept, word = labels
+            r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, concept, mass.cpu())
             r['concept_share'] = by_concept[:n_concepts].sum(0) / by_concept.sum(0).clamp(min=1e-12)
             r['semantic_entropy'] = entropy_bits(by_concept[:n_concepts])
-            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], *labels, n_concepts)
+            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], concept, word,
+                                                                             n_concepts)
         out[layer] = r
     return out
 
@@ -185,7 +187,8 @@ def purity(top_v, top_tok, labels, word, n_concepts):
     share = counts / fired.sum(0).clamp(min=1)
     best_purity, best = share.max(0)
     best[best_purity == 0] = -1
-    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, word[top_tok], fired.float(), 'amax') > 0  # (V, C)
+    # (V, C): the words each neuron fired on, each word at its first token id
+    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, word[top_tok], fired.float(), 'amax') > 0
     words = (seen & (labels[:, None] == best[None, :])).sum(0)
     return share, best, best_purity, words
 
@@ -453,7 +456,7 @@ def cmd_evolution():
 
     pyplot = plt()
     # 1. the loss curve with checkpoints and emergence steps (the paper's checkpoint-wise view)
-    rows = read_metrics()
+    rows = read_metrics(out_dir)
     fig, ax = pyplot.subplots(figsize=(8, 4))
     tr = [(r['iter'], r['loss']) for r in rows if r['kind'] == 'train']
     ev = [(r['iter'], r['val_loss']) for r in rows if r['kind'] == 'eval']
@@ -523,14 +526,6 @@ def steps_axis(ax):
     """Iterations on a log axis that keeps 0: the early checkpoints are log-spaced."""
     ax.set_xscale('symlog', linthresh=10)
     ax.set_xlim(left=0)
-
-
-def read_metrics():
-    path = os.path.join(out_dir, 'metrics.jsonl')
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [jsonlib.loads(line) for line in f if line.strip()]
 
 
 # ----------------------------------------------------------------------------- layers

@@ -43,7 +43,7 @@ dtype = 'auto'  # 'auto' (bfloat16 on CUDA, else float32), 'float32', 'bfloat16'
 compile = 'auto'  # torch.compile: 'auto' (on CUDA), True, False
 threads = 0  # CPU threads; 0 keeps torch's default
 seed = 1337  # weights and batches
-profile = 0  # > 0: after the timings, print this many kernels with the most time in 3 steps of each model
+profile = 0  # > 0: print this many ops (kernels on CUDA) that took the most time in 3 steps of each model
 json = ''  # also write the numbers as JSON to this path
 # -----------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
             with open(arg) as f:
                 exec(f.read(), settings)  # one namespace, so a comprehension sees the keys set above it
             for key, value in settings.items():
-                if key.startswith('_') or isinstance(value, types.ModuleType):  # __builtins__, `import math`
+                if key.startswith('_') or callable(value) or isinstance(value, types.ModuleType):  # imports, helpers
                     continue
                 if key not in keys:
                     if not file_keys_strict:

@@ -14,6 +14,7 @@ TopK sites, for plain `register_forward_hook`:
 
 import ctypes
 import glob
+import json
 import math
 import os
 import re
@@ -405,8 +406,6 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
-    if dtype == 'float16' and device_type != 'cuda':
-        raise ValueError(f"float16 needs a CUDA GPU (its loss scaling runs there): use bfloat16 or float32 on {device}")
     if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
         raise ValueError(f"compile must be auto, True or False, not {compile!r}")
     compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')
@@ -442,6 +441,20 @@ def peak_flops(device_name=None):
 
 def series_path(out_dir, iter_num):
     return os.path.join(out_dir, 'series', f'ckpt_{iter_num:07d}.pt')
+
+
+def read_metrics(out_dir):
+    """The rows of out_dir/metrics.jsonl ([] if none). A line torn by a crash in mid-write is skipped."""
+    path = os.path.join(out_dir, 'metrics.jsonl')
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return rows
 
 
 def checkpoint_series(out_dir):

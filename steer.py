@@ -28,10 +28,10 @@ activation on val data. Unsteered and steered samples share their random seeds, 
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters and apostrophes, lowercased; a possessive 's counts as
 its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
-the unsteered model, each with the context it was generated from. --logit_bias
-adds a reference with no neuron: a constant added to the logits of the concept's tokens while
-sampling. No other logit changes, so it shows how far favouring the concept alone gets within the
-same perplexity budget; a neuron also moves other tokens and everything computed after it.
+the unsteered model, each with the context it was generated from. --logit_bias adds a reference
+with no neuron: a constant added to the logits of the concept's tokens while sampling. No other
+logit changes, so it shows how far favouring the concept alone gets within the same perplexity
+budget; a neuron also moves other tokens and everything computed after it.
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting
@@ -444,7 +444,7 @@ def main():
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
-    stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model: its sites are the TopK layers
+    stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model's sites: its TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
     for c, (name, ws) in enumerate(concepts.items()):
@@ -457,8 +457,8 @@ def main():
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, {w.lower() for w in concept_words},
-                                   x, y, chosen))
+        lowered = {w.lower() for w in concept_words}
+        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, lowered, x, y, chosen))
     if len(results) > 1:
         summary(results)
     if json:
@@ -484,6 +484,7 @@ def summary(results):
             b = r['logit_bias']
             row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
         print(row)
+
     def passed(rate, within_budget, r):  # a concept never seen unsteered has no ratio to reach
         return r['baseline_rate'] > 0 and rate >= 5 * r['baseline_rate'] and within_budget
     n = sum(passed(r['steered_rate'], r['within_budget'], r) for r in results)

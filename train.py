@@ -20,7 +20,8 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, die
-from model import GPT, GPTConfig, checkpoint_series, load_checkpoint, series_path, system_settings, topk_layers
+from model import (GPT, GPTConfig, checkpoint_series, load_checkpoint, read_metrics, series_path, system_settings,
+                   topk_layers)
 from prepare import get_batch, load_meta, open_split
 
 # -----------------------------------------------------------------------------
@@ -153,7 +154,7 @@ else:
         die(f"the checkpoint's vocabulary ({model.config.vocab_size}) is smaller than dataset {dataset}'s "
             f"({meta['vocab_size']}): start from a checkpoint trained on this tokenizer")
     if block_size < model.config.block_size:
-        if init_from == 'resume':  # the optimizer's state for the position embeddings has the old length
+        if init_from == 'resume' and not eval_only:  # the optimizer's state for position embeddings has the old length
             die(f"a resumed run keeps block_size {model.config.block_size}: to train with --block_size={block_size}, "
                 f"start a new run from it with --init_from={resume_path} --out_dir=NEW_DIR")
         model.crop_block_size(block_size)
@@ -186,14 +187,8 @@ if init_from == 'resume':
     if device_type == 'cuda' and 'cuda' in checkpoint['rng']:
         torch.cuda.set_rng_state(checkpoint['rng']['cuda'])
     # metrics rows from after the checkpoint belong to a stretch of training that is being redone
-    if os.path.exists(metrics_path):
-        rows = []
-        with open(metrics_path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line torn by a crash in mid-write
+    if os.path.exists(metrics_path) and not eval_only:
+        rows = read_metrics(out_dir)
         keep = [r for r in rows if r['iter'] < iter_num or (r['iter'] == iter_num and r['kind'] == 'eval')]
         with open(metrics_path + '.tmp', 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in keep)

@@ -26,9 +26,10 @@ def test_a_list_setting_is_repeatable():
 
 def test_a_config_file_is_python_that_may_import_and_reuse_its_keys(tmp_path):
     f = tmp_path / 'c.py'
-    f.write_text("import math\niters = 7\nscales = [i / iters for i in range(2)]\nlr = math.sqrt(4)\n")
+    f.write_text("import math\nfrom math import sqrt\n\n\ndef half(x):\n    return x / 2\n\n\n"
+                 "iters = 7\nscales = [i / iters for i in range(2)]\nlr = math.sqrt(4) + half(sqrt(4))\n")
     cfg = configure(defaults(), [str(f)])
-    assert cfg['iters'] == 7 and cfg['scales'] == [0.0, 1 / 7] and cfg['lr'] == 2.0
+    assert cfg['iters'] == 7 and cfg['scales'] == [0.0, 1 / 7] and cfg['lr'] == 3.0
 
 
 def test_config_file_then_command_line(tmp_path):

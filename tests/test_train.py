@@ -124,9 +124,12 @@ def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_d
     files = sorted(os.listdir(out))
     r = train(out, data_dir, '--eval_only=True')
     assert r.returncode == 2 and '--eval_only evaluates a checkpoint' in r.stderr and r.stderr.count('\n') == 1
-    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--eval_only=True', '--overwrite=True', '--device=cpu')
-    assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(out)) == files and os.path.exists(os.path.join(out, 'ckpt.pt'))
+    metrics = open(os.path.join(out, 'metrics.jsonl')).read()
+    for r in (run('train.py', f'--out_dir={out}', '--init_from=resume', '--eval_only=True', '--overwrite=True',
+                  '--device=cpu'),
+              train(out, data_dir, f"--init_from={out}/ckpt.pt", '--eval_only=True', '--overwrite=True')):
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(out)) == files and open(os.path.join(out, 'metrics.jsonl')).read() == metrics
 
 
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
@@ -139,12 +142,10 @@ def test_lr_warmup_may_end_where_the_decay_ends(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr  # get_lr divided by zero at iteration 3
 
 
-def test_bfloat16_on_cpu_runs_in_bfloat16_and_float16_is_refused(tmp_path, data_dir):
+def test_bfloat16_on_cpu_runs_in_bfloat16(tmp_path, data_dir):
     losses = {}
     for dtype in ('float32', 'bfloat16'):
         out = str(tmp_path / dtype)
         assert train(out, data_dir, '--max_iters=3', f'--dtype={dtype}', '--series=False').returncode == 0
         losses[dtype] = [x['loss'] for x in rows(out, 'train')]
     assert losses['float32'][0] != losses['bfloat16'][0]  # autocast ran
-    r = train(str(tmp_path / 'fp16'), data_dir, '--dtype=float16')
-    assert r.returncode == 2 and 'float16 needs a CUDA GPU' in r.stderr and r.stderr.count('\n') == 1
