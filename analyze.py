@@ -75,7 +75,7 @@ def load_lexicon(path, dataset, data_dir):
         die(f"cannot read lexicon {path}: {e}")
     if not (isinstance(lex, dict) and lex and all(isinstance(w, list) and all(isinstance(x, str) for x in w) for w in lex.values())):
         die(f"lexicon {path} must be a JSON object of concept -> list of words")
-    return lex
+    return {c: [w.lower() for w in ws] for c, ws in lex.items()}  # words are matched lowercased everywhere
 
 
 def concept_labels(decode, vocab_size, lex):

@@ -325,6 +325,11 @@ def report_runs(runs, base, key, concept_words):
     return ok, best
 
 
+def numbers(runs):
+    """The runs for the JSON: everything but the sample texts."""
+    return [{k: v for k, v in r.items() if k != 'texts'} for r in runs]
+
+
 def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_words, x, y, chosen):
     """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
     returns the JSON-able result."""
@@ -357,7 +362,7 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
         print('  ' + '-' * 100)
     result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['value'],
                   scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
-                  ppl_steered=best['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in runs],
+                  ppl_steered=best['ppl'], sweep=numbers(runs),
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
     refs = []
     if logit_bias and len(ids):
@@ -367,7 +372,7 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
             refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=bool(ok_ref), rate=best_ref['rate'],
-                                    ppl=best_ref['ppl'], sweep=[{k: v for k, v in r.items() if k != 'texts'} for r in refs])
+                                    ppl=best_ref['ppl'], sweep=numbers(refs))
     if sweep:
         plot_sweep(name, neurons_txt, base, runs, refs)
     return result
@@ -449,7 +454,7 @@ def main():
                      torch.Generator().manual_seed(seed), dev)
     for c, (name, ws) in enumerate(concepts.items()):
         found = {decode([t]).strip().lower() for t in (labels == c).nonzero().squeeze(1).tolist()}
-        missing = [w for w in ws if w.lower() not in found]
+        missing = [w for w in ws if w not in found]
         if missing:
             print(f"note: {', '.join(missing)} ({name}) is not a token of this vocabulary: counted in the "
                   "concept rate, not in the neuron search")
@@ -457,8 +462,8 @@ def main():
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        lowered = {w.lower() for w in concept_words}
-        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, lowered, x, y, chosen))
+        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, set(concept_words), x, y,
+                                   chosen))
     if len(results) > 1:
         summary(results)
     if json:
