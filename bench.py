@@ -90,7 +90,7 @@ def row(name, value, note=''):
 
 def show_profile(runs):
     """torch.profiler over 3 training steps of each model: the kernels that took the most time, so the
-    extra cost of the TopK model can be pinned on its kernels (on CUDA: torch.topk's radix select)."""
+    extra cost of the TopK model can be pinned on its kernels (README "Speed", GPU)."""
     activity = torch.profiler.ProfilerActivity
     activities = [activity.CUDA] if device_type == 'cuda' else [activity.CPU]
     key = 'self_device_time_total' if device_type == 'cuda' else 'self_cpu_time_total'

@@ -95,6 +95,58 @@ def _cpu_topk_mask(x, k):
     return keep & (x > 0)
 
 
+# On CUDA, torch.topk's radix select was most of the TopK cost (README "Speed", GPU). One Triton program
+# per row holds the row in registers and finds its k-th largest value by a 31-step binary search on the
+# bits; a custom op keeps it one opaque call under torch.compile, with a backward Inductor can fuse.
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the paths above serve every device
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def _topk_relu_kernel(x_ptr, out_ptr, C, k, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + row * C + cols, mask=cols < C, other=0.0).to(tl.float32)  # (BLOCK,)
+        # a positive float's bits, read as an int32, sort as the float does; entries <= 0 become 0, and the
+        # ReLU drops them anyway. t: the largest key with at least k keys >= t, found bit by bit from the top
+        key = tl.where(x > 0, x.to(tl.int32, bitcast=True), 0)
+        t = 0
+        for i in tl.static_range(31):
+            step = t | (1 << (30 - i))
+            t = tl.where(tl.sum((key >= step).to(tl.int32), axis=0) >= k, step, t)
+        above, tie = key > t, key == t
+        need = k - tl.sum(above.to(tl.int32), axis=0)  # ties at t fill up to exactly k, first index first
+        keep = above | (tie & (tl.cumsum(tie.to(tl.int32), axis=0) <= need))
+        tl.store(out_ptr + row * C + cols, tl.where(keep, tl.maximum(x, 0.0), 0.0).to(out_ptr.dtype.element_ty),
+                 mask=cols < C)
+
+    @torch.library.custom_op('topklm::topk_relu', mutates_args=())
+    def topk_relu_triton(x: torch.Tensor, k: int) -> torch.Tensor:
+        """relu(topk(x)) scattered into zeros, like _TopKFunction, by _topk_relu_kernel."""
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        C = x.size(-1)
+        block = triton.next_power_of_2(C)
+        _topk_relu_kernel[(x.numel() // C,)](x, out, C, k, BLOCK=block, num_warps=min(8, max(1, block // 512)))
+        return out
+
+    @topk_relu_triton.register_fake
+    def _(x, k):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    def _topk_relu_setup(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    def _topk_relu_backward(ctx, grad_out):
+        out, = ctx.saved_tensors
+        return grad_out.masked_fill(out <= 0, 0), None  # kept and positive <=> out > 0
+
+    topk_relu_triton.register_autograd(_topk_relu_backward, setup_context=_topk_relu_setup)
+
+
 class TopK(nn.Module):
     """Keep the k largest entries of the last dimension, ReLU them, zero the rest (Gao et al. 2024).
     Its output is the layer's sparse latent: hook it to read or edit neurons."""
@@ -104,6 +156,8 @@ class TopK(nn.Module):
         self.k = k
 
     def forward(self, x):
+        if x.is_cuda and triton is not None:
+            return topk_relu_triton(x, self.k)
         if torch.compiler.is_compiling():
             # plain ops, whose backward torch.compile derives and fuses itself: on CUDA with bf16, the
             # compiled _TopKFunction trained far worse than eager (README "Speed", GPU)

@@ -1,4 +1,6 @@
 """Claims of model.py: the TopK activation, where it sits, the KV cache, nanoGPT compatibility."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,12 +42,12 @@ def reference_topk(x, k):
     return torch.zeros_like(x).scatter(-1, i, F.relu(v))
 
 
-def run_against_reference(topk, dtype=torch.float32):
+def run_against_reference(topk, dtype=torch.float32, device='cpu'):
     """Forward and backward through topk (a k=5 TopK) and through reference_topk on the same input, some
     of whose rows keep negative entries; asserts the two agree. Returns the input and the output."""
     torch.manual_seed(0)
-    x = (torch.randn(4, 6, 32) - 1.2).to(dtype).requires_grad_()
-    g = torch.randn(4, 6, 32, dtype=dtype)
+    x = (torch.randn(4, 6, 32) - 1.2).to(device, dtype).requires_grad_()
+    g = torch.randn(4, 6, 32).to(device, dtype)
     y = topk(x)
     y.backward(g)
     x2 = x.detach().clone().requires_grad_()
@@ -74,6 +76,35 @@ def test_topk_keeps_exactly_k_even_with_ties_at_the_kth_value():
     x = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0, 0.5]])  # a threshold mask would keep five
     y = TopK(3)(x)
     assert (y != 0).sum() == 3 and y[0, 0] == 2.0
+
+
+# The Triton kernel runs on CUDA, or on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1 with triton
+# installed). CI has neither, so these run on a GPU machine: `python -m pytest -q tests/test_model.py -k triton`.
+triton_device = 'cuda' if torch.cuda.is_available() else 'cpu'
+needs_triton = pytest.mark.skipif(
+    model_module.triton is None or (triton_device == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1'),
+    reason='needs Triton and CUDA, or TRITON_INTERPRET=1')
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_triton_topk_matches_the_reference_eager_and_compiled(dtype):
+    topk = lambda x: model_module.topk_relu_triton(x, 5)
+    run_against_reference(topk, dtype, triton_device)
+    run_against_reference(torch.compile(topk, backend='aot_eager', fullgraph=True), dtype, triton_device)
+    if triton_device == 'cuda':
+        assert TopK(5)(torch.randn(2, 32, device='cuda')).is_contiguous()  # TopK dispatches to it on CUDA
+
+
+@needs_triton
+@pytest.mark.parametrize('width,k', [(768, 192), (3072, 64), (100, 7)])  # GPT-2 resid and MLP, a ragged width
+def test_triton_topk_keeps_exactly_k_at_model_widths_and_with_ties(width, k):
+    torch.manual_seed(0)
+    x = torch.randn(8, width, device=triton_device) + 3  # all positive: exactly k survive the ReLU
+    y = model_module.topk_relu_triton(x, k)
+    assert torch.equal(y, reference_topk(x, k))
+    x = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0, 0.5]], device=triton_device)
+    assert model_module.topk_relu_triton(x, 3).tolist() == [[2.0, 1.0, 1.0, 0.0, 0.0, 0.0]]  # first ties first
 
 
 def test_dense_model_has_no_topk_modules_and_nanogpt_parameter_names():
