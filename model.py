@@ -12,6 +12,7 @@ TopK sites, for plain `register_forward_hook`:
 `topk_layers(model)` returns {layer index: TopK module} for either site.
 """
 
+import contextlib
 import ctypes
 import glob
 import json
@@ -110,9 +111,11 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + row * C + cols, mask=cols < C, other=0.0).to(tl.float32)  # (BLOCK,)
-        # a positive float's bits, read as an int32, sort as the float does; entries <= 0 become 0, and the
-        # ReLU drops them anyway. t: the largest key with at least k keys >= t, found bit by bit from the top
-        key = tl.where(x > 0, x.to(tl.int32, bitcast=True), 0)
+        # A positive float's bits, read as an int32, sort as the float does, and its sign bit is 0, so 31
+        # bits hold every key. Entries <= 0 (and the padding) get key 0; the ReLU drops them anyway. A NaN
+        # of either sign gets a key above +inf's: as in torch.topk it is kept, so a diverging run shows in
+        # its loss. t: the largest key with at least k keys >= t, found bit by bit from the top.
+        key = tl.where(x <= 0, 0, x.to(tl.int32, bitcast=True) & 0x7FFFFFFF)
         t = 0
         for i in tl.static_range(31):
             step = t | (1 << (30 - i))
@@ -120,7 +123,9 @@ if triton is not None:
         above, tie = key > t, key == t
         need = k - tl.sum(above.to(tl.int32), axis=0)  # ties at t fill up to exactly k, first index first
         keep = above | (tie & (tl.cumsum(tie.to(tl.int32), axis=0) <= need))
-        tl.store(out_ptr + row * C + cols, tl.where(keep, tl.maximum(x, 0.0), 0.0).to(out_ptr.dtype.element_ty),
+        # with fewer than k positive entries t ends at 0, and ties of key 0 (entries <= 0, the padding) fill
+        # up k: `key > 0` drops them
+        tl.store(out_ptr + row * C + cols, tl.where(keep & (key > 0), x, 0.0).to(out_ptr.dtype.element_ty),
                  mask=cols < C)
 
     @torch.library.custom_op('topklm::topk_relu', mutates_args=())
@@ -130,7 +135,9 @@ if triton is not None:
         out = torch.empty_like(x)
         C = x.size(-1)
         block = triton.next_power_of_2(C)
-        _topk_relu_kernel[(x.numel() // C,)](x, out, C, k, BLOCK=block, num_warps=min(8, max(1, block // 512)))
+        # Triton launches on the current GPU, which may not be x's (CPU tensors: Triton's interpreter, in tests)
+        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+            _topk_relu_kernel[(x.numel() // C,)](x, out, C, k, BLOCK=block, num_warps=min(8, max(1, block // 512)))
         return out
 
     @topk_relu_triton.register_fake
@@ -156,7 +163,7 @@ class TopK(nn.Module):
         self.k = k
 
     def forward(self, x):
-        if x.is_cuda and triton is not None:
+        if x.is_cuda and triton is not None and x.dtype != torch.float64:  # the kernel computes in float32
             return topk_relu_triton(x, self.k)
         if torch.compiler.is_compiling():
             # plain ops, whose backward torch.compile derives and fuses itself: on CUDA with bf16, the

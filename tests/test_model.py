@@ -42,12 +42,12 @@ def reference_topk(x, k):
     return torch.zeros_like(x).scatter(-1, i, F.relu(v))
 
 
-def run_against_reference(topk, dtype=torch.float32, device='cpu'):
+def run_against_reference(topk, dtype=torch.float32, device='cpu', width=32):
     """Forward and backward through topk (a k=5 TopK) and through reference_topk on the same input, some
     of whose rows keep negative entries; asserts the two agree. Returns the input and the output."""
     torch.manual_seed(0)
-    x = (torch.randn(4, 6, 32) - 1.2).to(device, dtype).requires_grad_()
-    g = torch.randn(4, 6, 32).to(device, dtype)
+    x = (torch.randn(4, 6, width) - 1.2).to(device, dtype).requires_grad_()
+    g = torch.randn(4, 6, width).to(device, dtype)
     y = topk(x)
     y.backward(g)
     x2 = x.detach().clone().requires_grad_()
@@ -64,10 +64,12 @@ def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_pos
     assert ((x.grad != 0) == (y != 0)).all()
 
 
+def refuse(*args):
+    raise AssertionError('_TopKFunction used')
+
+
 def test_compiled_topk_runs_plain_ops_that_match_the_reference(monkeypatch):
     # under torch.compile TopK must not reach the hand-written Function (it trained wrongly on CUDA bf16)
-    def refuse(*args):
-        raise AssertionError('_TopKFunction used under torch.compile')
     monkeypatch.setattr(model_module._TopKFunction, 'apply', refuse)
     run_against_reference(torch.compile(TopK(5), backend='aot_eager', fullgraph=True))  # traces as inductor does
 
@@ -88,23 +90,32 @@ needs_triton = pytest.mark.skipif(
 
 @needs_triton
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_triton_topk_matches_the_reference_eager_and_compiled(dtype):
+def test_triton_topk_matches_the_reference_eager_and_compiled(dtype, monkeypatch):
     topk = lambda x: model_module.topk_relu_triton(x, 5)
-    run_against_reference(topk, dtype, triton_device)
-    run_against_reference(torch.compile(topk, backend='aot_eager', fullgraph=True), dtype, triton_device)
-    if triton_device == 'cuda':
-        assert TopK(5)(torch.randn(2, 32, device='cuda')).is_contiguous()  # TopK dispatches to it on CUDA
+    run_against_reference(topk, dtype, triton_device, width=30)  # not a power of 2: the kernel pads each row
+    backend = 'inductor' if triton_device == 'cuda' else 'aot_eager'  # on CUDA, as train.py compiles
+    run_against_reference(torch.compile(topk, backend=backend, fullgraph=True), dtype, triton_device, width=30)
+    x = torch.randn(3, 30, device=triton_device, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(model_module.topk_relu_triton, (x, 5))  # its fake tensor and autograd registrations
+    if triton_device == 'cuda':  # TopK itself runs the kernel on CUDA, eager and compiled
+        monkeypatch.setattr(model_module._TopKFunction, 'apply', refuse)
+        run_against_reference(TopK(5), dtype, 'cuda', width=30)
+        run_against_reference(torch.compile(TopK(5), fullgraph=True), dtype, 'cuda', width=30)
 
 
 @needs_triton
 @pytest.mark.parametrize('width,k', [(768, 192), (3072, 64), (100, 7)])  # GPT-2 resid and MLP, a ragged width
 def test_triton_topk_keeps_exactly_k_at_model_widths_and_with_ties(width, k):
     torch.manual_seed(0)
-    x = torch.randn(8, width, device=triton_device) + 3  # all positive: exactly k survive the ReLU
+    x = torch.randn(8, width, device=triton_device) + 3  # +3: the k largest are positive, so exactly k survive
     y = model_module.topk_relu_triton(x, k)
     assert torch.equal(y, reference_topk(x, k))
-    x = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0, 0.5]], device=triton_device)
-    assert model_module.topk_relu_triton(x, 3).tolist() == [[2.0, 1.0, 1.0, 0.0, 0.0, 0.0]]  # first ties first
+    a = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item()  # its lowest bit is 1: the search's last step
+    x = torch.tensor([[2.0, a, a, a, a, 0.5]], device=triton_device)
+    assert model_module.topk_relu_triton(x, 3).tolist() == [[2.0, a, a, 0.0, 0.0, 0.0]]  # first ties first
+    for nan in (float('nan'), -float('nan')):  # kept, as torch.topk keeps it, so that a diverging run shows
+        x[0, 5] = nan
+        assert model_module.topk_relu_triton(x, 3).isnan().sum() == 1
 
 
 def test_dense_model_has_no_topk_modules_and_nanogpt_parameter_names():
