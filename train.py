@@ -79,8 +79,8 @@ for key in ('eval_interval', 'log_interval', 'ckpt_interval', 'eval_iters', 'bat
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 
-# a resumed run continues with the settings it was started with, except those given again now and
-# those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough to continue
+# a resumed run (or an --eval_only one) continues with the settings it was started with, except those
+# given again now and those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough
 resume_path = os.path.join(out_dir, 'ckpt.pt')
 checkpoint = None
 if init_from != 'scratch':
@@ -91,10 +91,10 @@ if init_from != 'scratch':
         model, checkpoint = load_checkpoint(path)
     except ValueError as e:
         die(str(e))
-    if init_from == 'resume':
-        if not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):
-            die(f"{path} is not a resume checkpoint of this train.py (no optimizer or RNG state): "
-                f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
+    if init_from == 'resume' and not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):
+        die(f"{path} is not a resume checkpoint of this train.py (no optimizer or RNG state): "
+            f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
+    if init_from == 'resume' or eval_only:  # evaluate on the data and block the checkpoint was trained with
         for k, v in checkpoint.get('config', {}).items():
             if k in config and k not in given and k not in MACHINE_KEYS:
                 globals()[k] = config[k] = v
@@ -127,7 +127,8 @@ data_gen = torch.Generator().manual_seed(seed)  # training batches
 
 # -----------------------------------------------------------------------------
 # model and optimizer: from scratch, resumed, or initialised from another checkpoint (ours or nanoGPT's)
-os.makedirs(out_dir, exist_ok=True)
+if not eval_only:  # an evaluation writes nothing
+    os.makedirs(out_dir, exist_ok=True)
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
 iter_num, val_loss, best_val_loss = 0, float('nan'), float('inf')
 if init_from != 'resume':
@@ -168,8 +169,10 @@ else:
     for k in ('n_layer', 'n_head', 'n_embd', 'bias', 'topk', 'n_nontopk', 'topk_site'):
         if k in given and config[k] != model_args[k]:
             print(f"note: {k}={model_args[k]} comes from the checkpoint; --{k}={config[k]} is ignored")
+    if init_from == 'resume' or eval_only:  # an evaluation reports the checkpoint's own iteration
+        iter_num = checkpoint.get('iter_num', 0)
     if init_from == 'resume':
-        iter_num, val_loss = checkpoint['iter_num'], checkpoint.get('val_loss', float('nan'))
+        val_loss = checkpoint.get('val_loss', float('nan'))
         best_val_loss = checkpoint.get('best_val_loss', float('inf'))
 model.to(device)
 config.update(model_args)  # record the model that actually ran

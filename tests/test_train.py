@@ -132,6 +132,15 @@ def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_d
         assert sorted(os.listdir(out)) == files and open(os.path.join(out, 'metrics.jsonl')).read() == metrics
 
 
+def test_eval_only_of_any_checkpoint_takes_its_dataset_and_block_size(full_run, tmp_path):
+    # no --dataset, --data_dir or --block_size: the defaults (shakespeare_char in ./data) would be wrong
+    out = os.path.join(tmp_path, 'never-made')
+    r = run('train.py', f'--out_dir={out}', f'--init_from={full_run}/series/ckpt_0000008.pt', '--eval_only=True',
+            '--device=cpu', '--eval_iters=2')
+    assert r.returncode == 0, r.stderr
+    assert 'step 8: train loss' in r.stdout and not os.path.exists(out)  # its own iteration; nothing written
+
+
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
     r = train(str(tmp_path), data_dir, '--eval_interval=0')
     assert r.returncode == 2 and '--eval_interval must be 1 or more, not 0' in r.stderr and r.stderr.count('\n') == 1
