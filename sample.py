@@ -61,8 +61,15 @@ def encode_prompt(encode, text):
     return ids
 
 
+def check_sampling(temperature, top_k):
+    """A one-line exit for sampling settings that generate() cannot use."""
+    if temperature < 0 or top_k < 0:
+        die(f"--temperature and --top_k must be 0 or more (0: greedy, and all tokens), not {temperature} and {top_k}")
+
+
 if __name__ == '__main__':
     configure(globals())
+    check_sampling(temperature, top_k)
     model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir)
     x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=model.lm_head.weight.device)
     print(f"# {out_dir}, iteration {checkpoint.get('iter_num')}"

@@ -6,7 +6,7 @@ Train a TopK LM (or, with topk=0, a plain GPT) on one GPU or a CPU.
     python train.py config/train_concepts_topk.py --init_from=resume   # continue exactly where it stopped
 
 Writes to out_dir: ckpt.pt (the resume checkpoint: model, optimizer, RNG states), series/ckpt_NNNNNNN.pt
-(model-only snapshots at iterations 0, 1, 2, 4, ..., series_log_max, then every ckpt_interval, for
+(model-only snapshots at iterations 0, 1, 2, 4, ..., series_log_max, every ckpt_interval and the last, for
 evolution analysis), and metrics.jsonl (every logged row). The loop follows nanoGPT's train.py.
 """
 
@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -71,16 +70,21 @@ threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 # -----------------------------------------------------------------------------
 given = set()
 config = configure(globals(), given=given)
-MACHINE_KEYS = ('device', 'dtype', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only', 'out_dir')
+MACHINE_KEYS = ('device', 'compile', 'threads', 'init_from', 'overwrite', 'eval_only', 'out_dir')
 for key in ('eval_interval', 'log_interval', 'ckpt_interval', 'eval_iters', 'batch_size', 'block_size',
             'gradient_accumulation_steps'):
     if config[key] < 1:
         die(f"--{key} must be 1 or more, not {config[key]}")
+if max_iters < 0:
+    die(f"--max_iters must be 0 or more, not {max_iters}")
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 
-# a resumed run (or an --eval_only one) continues with the settings it was started with, except those
-# given again now and those that describe the machine, so `--init_from=resume --out_dir=DIR` is enough
+# a run from a checkpoint (resumed, new, or --eval_only) takes the settings the checkpoint was trained
+# with, except those given again now and those that describe the machine, so `--init_from=resume
+# --out_dir=DIR` is enough, and a new run from a checkpoint trains on its data unless told otherwise.
+# The precision is not a machine setting here: on CPU 'auto' means float32, so a bfloat16 run would
+# otherwise resume in float32 and not reproduce itself
 resume_path = os.path.join(out_dir, 'ckpt.pt')
 checkpoint = None
 if init_from != 'scratch':
@@ -94,24 +98,16 @@ if init_from != 'scratch':
     if init_from == 'resume' and not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):
         die(f"{path} is not a resume checkpoint of this train.py (no optimizer or RNG state): "
             f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
-    if init_from == 'resume' or eval_only:  # evaluate on the data and block the checkpoint was trained with
-        for k, v in checkpoint.get('config', {}).items():
-            if k in config and k not in given and k not in MACHINE_KEYS:
-                globals()[k] = config[k] = v
+    for k, v in checkpoint.get('config', {}).items():
+        if k in config and k not in given and k not in MACHINE_KEYS:
+            globals()[k] = config[k] = v
 
-if threads:
-    torch.set_num_threads(threads)
 try:
-    device, device_type, dtype, compile = system_settings(device, dtype, compile)
+    device, device_type, dtype, compile, autocast = system_settings(device, dtype, compile, threads)
 except ValueError as e:
     die(str(e))
 config.update(device=device, dtype=dtype, compile=compile)  # record what actually ran
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-autocast = nullcontext() if dtype == 'float32' else torch.autocast(device_type, dtype=ptdtype)
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True  # tf32 for the float32 parts (nanoGPT)
-    torch.backends.cudnn.allow_tf32 = True
 
 # data: memmaps opened once; batches come from our own generator, whose state a resume restores
 try:
@@ -127,8 +123,6 @@ data_gen = torch.Generator().manual_seed(seed)  # training batches
 
 # -----------------------------------------------------------------------------
 # model and optimizer: from scratch, resumed, or initialised from another checkpoint (ours or nanoGPT's)
-if not eval_only:  # an evaluation writes nothing
-    os.makedirs(out_dir, exist_ok=True)
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
 iter_num, val_loss, best_val_loss = 0, float('nan'), float('inf')
 if init_from != 'resume':
@@ -136,10 +130,6 @@ if init_from != 'resume':
     if held and not overwrite and not eval_only:
         die(f"{out_dir}/ already holds a run: --init_from=resume continues it, --overwrite=True replaces it, "
             "or choose another --out_dir")
-    if overwrite and not eval_only:  # a fresh run must not inherit the old one's series or metrics
-        for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
-            if os.path.exists(p):
-                os.remove(p)
 if init_from == 'scratch':
     vocab_size = 50304 if meta['tokenizer'] == 'gpt2' else meta['vocab_size']  # GPT-2's vocab padded to x64
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
@@ -188,7 +178,7 @@ if init_from == 'resume':
     torch.set_rng_state(checkpoint['rng']['torch'])
     data_gen.set_state(checkpoint['rng']['data'])
     if device_type == 'cuda' and 'cuda' in checkpoint['rng']:
-        torch.cuda.set_rng_state(checkpoint['rng']['cuda'])
+        torch.cuda.set_rng_state(checkpoint['rng']['cuda'], device)
     # metrics rows from after the checkpoint belong to a stretch of training that is being redone
     if os.path.exists(metrics_path) and not eval_only:
         rows = read_metrics(out_dir)
@@ -196,6 +186,13 @@ if init_from == 'resume':
         with open(metrics_path + '.tmp', 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in keep)
         os.replace(metrics_path + '.tmp', metrics_path)
+if overwrite and init_from != 'resume' and not eval_only:
+    # only now that every setting has been checked: a fresh run must not inherit the old one's files
+    for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
+        if os.path.exists(p):
+            os.remove(p)
+if not eval_only:  # an evaluation writes nothing
+    os.makedirs(out_dir, exist_ok=True)
 checkpoint = None  # free memory
 raw_model = model  # checkpoints store the uncompiled module: no '_orig_mod.' prefix in the keys
 if compile:
@@ -209,9 +206,13 @@ print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, TopK layers {list(si
 
 # -----------------------------------------------------------------------------
 def save(path, obj):
-    """Write to a temp file, then rename: a crash mid-write never leaves a torn checkpoint."""
+    """Write to a temp file, flush it to disk, then rename: neither a crash nor a power loss mid-write
+    leaves a torn checkpoint."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save(obj, path + '.tmp')
+    with open(path + '.tmp', 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(path + '.tmp', path)
 
 
@@ -268,7 +269,8 @@ def get_lr(it):
 
 
 def in_series(it):
-    """0, 1, 2, 4, ..., series_log_max, then every ckpt_interval: concepts form early (DESIGN.md)."""
+    """0, 1, 2, 4, ..., series_log_max, then every ckpt_interval: concepts form early, so the
+    early snapshots are dense in time (README, Training)."""
     return it == 0 or (it <= series_log_max and it & (it - 1) == 0) or it % ckpt_interval == 0
 
 
@@ -308,7 +310,7 @@ while True:
                  dead={str(i): d for i, d in losses['dead'].items()}))
         rng = {'torch': torch.get_rng_state(), 'data': data_gen.get_state()}
         if device_type == 'cuda':
-            rng['cuda'] = torch.cuda.get_rng_state()
+            rng['cuda'] = torch.cuda.get_rng_state(device)
         save(resume_path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                scaler=scaler.state_dict(), model_args=model_args, iter_num=iter_num,
                                val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng))

@@ -31,6 +31,12 @@ def test_topk_drops_minus_infinity_to_zero_not_nan():
     assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 2.0, 0.0, 0.0]]))
 
 
+def test_topk_keeps_a_nan_as_torch_topk_does_even_beside_a_normal_row():
+    x = torch.tensor([[1.0, 2.0, 3.0, float('nan')], [1.0, 2.0, 3.0, 4.0]])  # a diverging run shows in its loss
+    torch.testing.assert_close(TopK(2)(x), torch.tensor([[0.0, 0.0, 3.0, float('nan')], [0.0, 0.0, 3.0, 4.0]]),
+                               rtol=0, atol=0, equal_nan=True)
+
+
 def test_topk_relu_zeroes_a_kept_negative_entry():
     x = torch.tensor([[3.0, -1.0, -2.0, -5.0]])
     assert torch.equal(TopK(2)(x), torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
@@ -224,3 +230,5 @@ def test_bad_config_values_are_refused():
         GPTConfig(n_embd=32, n_head=2, topk=33)
     with pytest.raises(ValueError, match='topk_site'):
         GPTConfig(topk_site='attn')
+    with pytest.raises(ValueError, match='n_head'):
+        GPTConfig(n_head=0)

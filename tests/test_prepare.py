@@ -79,6 +79,21 @@ def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
+@pytest.mark.parametrize('text,val_fraction', [('', 0.1), ('a\nb\nc\n', 0.0)])
+def test_an_empty_split_exits_2_with_one_line(text, val_fraction, tmp_path):
+    (tmp_path / 'in.txt').write_text(text)
+    r = run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', f'--data_dir={tmp_path}',
+            f'--val_fraction={val_fraction}')
+    assert r.returncode == 2 and 'leaves an empty train or val split' in r.stderr and r.stderr.count('\n') == 1
+    assert not os.path.exists(tmp_path / 'x')
+
+
+def test_the_val_cut_moves_to_a_line_break_only_when_one_is_near(tmp_path):
+    (tmp_path / 'in.txt').write_text('Title\n' + 'x' * 10000)  # a text that is one long line after its title
+    assert run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', f'--data_dir={tmp_path}').returncode == 0
+    assert os.path.getsize(tmp_path / 'x' / 'val.bin') // 2 == 1001  # the last 10%, not all but 'Title\n'
+
+
 def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
     assert concepts_text(200, seed=5) == concepts_text(200, seed=5) != concepts_text(200, seed=6)
     with open(os.path.join(data_dir, 'concepts', 'lexicon.json')) as f:

@@ -65,6 +65,15 @@ def test_a_new_run_never_overwrites_an_old_one(full_run, data_dir, start):
     assert os.path.getmtime(os.path.join(full_run, 'ckpt.pt')) == before
 
 
+def test_overwrite_with_a_bad_setting_keeps_the_old_run(tmp_path, data_dir):
+    out = str(tmp_path)
+    assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
+    files = {f: os.path.getmtime(os.path.join(out, f)) for f in ('ckpt.pt', 'metrics.jsonl', 'series/ckpt_0000002.pt')}
+    r = train(out, data_dir, '--max_iters=2', '--overwrite=True', '--topk=999')
+    assert r.returncode == 2 and 'topk must be between 0 and' in r.stderr
+    assert {f: os.path.getmtime(os.path.join(out, f)) for f in files} == files
+
+
 def test_a_folder_with_only_metrics_holds_a_run(tmp_path, data_dir):
     (tmp_path / 'metrics.jsonl').write_text('{"iter": 0, "kind": "train", "loss": 5.0}\n')  # a run that died early
     r = train(str(tmp_path), data_dir, '--max_iters=1')
@@ -141,9 +150,32 @@ def test_eval_only_of_any_checkpoint_takes_its_dataset_and_block_size(full_run, 
     assert 'step 8: train loss' in r.stdout and not os.path.exists(out)  # its own iteration; nothing written
 
 
+def test_a_new_run_from_a_checkpoint_trains_on_its_data_with_its_settings(full_run, tmp_path):
+    out = str(tmp_path / 'new')  # no --dataset or --data_dir: the defaults (shakespeare_char in ./data) would be wrong
+    r = run('train.py', f'--out_dir={out}', f'--init_from={full_run}/series/ckpt_0000008.pt', '--block_size=8',
+            '--max_iters=2', '--device=cpu', '--threads=1')
+    assert r.returncode == 0, r.stderr
+    config = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['config']
+    old = torch.load(os.path.join(full_run, 'ckpt.pt'), weights_only=True)['config']
+    assert config['block_size'] == 8 and config['max_iters'] == 2  # given now
+    assert all(config[k] == old[k] for k in ('dataset', 'data_dir', 'batch_size', 'dropout', 'learning_rate'))
+
+
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
     r = train(str(tmp_path), data_dir, '--eval_interval=0')
     assert r.returncode == 2 and '--eval_interval must be 1 or more, not 0' in r.stderr and r.stderr.count('\n') == 1
+
+
+@pytest.mark.parametrize('arg,message', [
+    ('--n_head=0', 'must each be 1 or more'),
+    ('--threads=-1', 'threads must be 0'),
+    pytest.param('--device=mps', 'no usable MPS backend',
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason='this machine has MPS')),
+])
+def test_a_bad_model_or_machine_setting_exits_2_with_one_line(tmp_path, data_dir, arg, message):
+    r = train(str(tmp_path / 'out'), data_dir, arg)
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+    assert not os.path.exists(tmp_path / 'out')
 
 
 def test_lr_warmup_may_end_where_the_decay_ends(tmp_path, data_dir):
@@ -158,3 +190,13 @@ def test_bfloat16_on_cpu_runs_in_bfloat16(tmp_path, data_dir):
         assert train(out, data_dir, '--max_iters=3', f'--dtype={dtype}', '--series=False').returncode == 0
         losses[dtype] = [x['loss'] for x in rows(out, 'train')]
     assert losses['float32'][0] != losses['bfloat16'][0]  # autocast ran
+
+
+def test_a_bfloat16_run_resumes_in_bfloat16(tmp_path, data_dir):
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')  # on CPU, 'auto' would mean float32
+    for out, iters in ((full, 4), (part, 2)):
+        assert train(out, data_dir, f'--max_iters={iters}', '--lr_decay_iters=4', '--eval_interval=2',
+                     '--dtype=bfloat16', '--series=False').returncode == 0
+    r = run('train.py', f'--out_dir={part}', '--init_from=resume', '--max_iters=4', '--device=cpu', '--threads=1')
+    assert r.returncode == 0 and 'bfloat16' in r.stdout, r.stderr
+    assert [x['loss'] for x in rows(full, 'train')] == [x['loss'] for x in rows(part, 'train')]
