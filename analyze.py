@@ -13,7 +13,9 @@ twin, or a nanoGPT checkpoint): its neurons are the residual-stream coordinates 
 layers, read through their positive part.
 
 Every statistic is computed over the same val tokens for every checkpoint (the first --tokens of
-the val split, in windows of block_size):
+the val split, in windows of block_size that overlap by min_context tokens, so that each token is read
+once and with at least min_context tokens before it: a window's first positions have no context, and
+their activations are outliers that would fill the top activations):
 - frequency: the share of tokens on which the neuron is > 0; dead: never > 0;
 - token entropy (bits): entropy of the token distribution of its activations, weighted by activation;
 - with a lexicon (concept -> words): semantic entropy (bits), the same over the concepts of the
@@ -43,6 +45,7 @@ from sample import load_run
 out_dir = 'out'  # the run to analyse
 ckpt = ''  # neurons/layers: '' = latest (ckpt.pt), an iteration of the series, or a path
 tokens = 200000  # val tokens to read the neurons on (the same ones for every checkpoint)
+min_context = 8  # each token is read with at least this many tokens before it (at most half of block_size)
 batch_size = 64  # windows per forward pass
 lexicon = ''  # JSON file concept -> list of words; default: the dataset's lexicon.json if it has one
 neuron = ''  # neurons: L:J shows one neuron in full
@@ -82,7 +85,8 @@ def concept_labels(decode, vocab_size, lex):
     """(vocab_size,) long each: every token id's concept index, or len(lex) for a token of no
     concept; and its word, as the first token id with the same text. A token belongs to a concept
     when its text, stripped and lowercased, is one of the concept's words, so ' Rain' and 'rain' are
-    both the word rain under GPT-2's BPE; words that BPE splits never count."""
+    both the word rain under GPT-2's BPE. A word that BPE splits counts only where one token is the
+    whole word ('crown' in ' crowns' counts: a concept rate counts whole words of the text instead)."""
     word_concept = {w.lower(): c for c, words in enumerate(lex.values()) for w in words}
     labels = torch.full((vocab_size,), len(lex), dtype=torch.long)
     word, first = torch.arange(vocab_size), {}
@@ -95,13 +99,28 @@ def concept_labels(decode, vocab_size, lex):
     return labels, word
 
 
+def context_skip(block_size):
+    """How many first positions of each window are context only, never read (min_context, capped)."""
+    return min(min_context, block_size // 2)
+
+
+def n_read(windows):
+    """How many tokens of the windows are read: all but each window's first context_skip."""
+    return len(windows) * (windows.size(1) - context_skip(windows.size(1)))
+
+
 def val_windows(dataset, n_tokens, block_size, data_dir):
-    """The first n_tokens of the val split as (N, block_size) windows, identical for every checkpoint."""
+    """(N, block_size) windows of the val split, each starting context_skip tokens before the previous
+    one ends, so that its first n_tokens after those skipped are each read once; the same windows for
+    every checkpoint. In a 64-token window of the concepts model, the first position held 7-10 times
+    its share of the neurons' top activations, and the next four 2-5 times."""
+    m = context_skip(block_size)
     data = open_split(dataset, 'val', data_dir)
-    n = min(n_tokens, len(data)) // block_size
-    if n == 0:
-        die(f"the val split of {dataset} has fewer than block_size={block_size} tokens")
-    return torch.from_numpy(data[:n * block_size].astype(np.int64)).view(n, block_size)
+    n = (min(n_tokens + m, len(data)) - m) // (block_size - m)
+    if n <= 0:
+        die(f"the val split of {dataset} ({len(data):,} tokens) or --tokens={n_tokens} is shorter than one window "
+            f"of block_size={block_size}: read more --tokens")
+    return torch.from_numpy(data[:m + n * (block_size - m)].astype(np.int64)).unfold(0, block_size, block_size - m)
 
 
 def parse_neuron(spec, layers, width, kind='TopK'):
@@ -127,13 +146,17 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
     Activations arrive sparse (values, indices) from TopK sites."""
     sites, width = neuron_sites(model), neuron_width(model)
     V, device = model.config.vocab_size, next(model.parameters()).device
+    T = windows.size(1)
+    m = context_skip(T)  # the first m positions of a window are context only (val_windows)
     stats = {}
     batches = range(0, len(windows), batch_size)
     for b in tqdm(batches, desc='activations', leave=False, disable=not progress):
         x = windows[b:b + batch_size].to(device)
-        tok = x.reshape(-1)  # (N,)
+        tok = x[:, m:].reshape(-1)  # (N,) the tokens read
+        pos = (torch.arange(b, b + len(x), device=x.device)[:, None] * T + torch.arange(m, T, device=x.device)).view(-1)
         acts = record_activations(model, x, sites)
         for layer, (vals, idx) in acts.items():
+            vals, idx = vals[:, m:], None if idx is None else idx[:, m:]
             N = tok.numel()
             if idx is None:  # a dense site: its positive part
                 act = vals.reshape(N, -1).float().clamp(min=0)
@@ -145,12 +168,11 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
             s['count'] += (act > 0).sum(0)
             s['max'] = torch.maximum(s['max'], act.max(0).values)
             s['mass'].index_add_(0, tok, act)
-            pos = torch.arange(b * x.size(1), b * x.size(1) + N, device=x.device)[:, None].expand(N, C)
             v = act if s['top_v'] is None else torch.cat([s['top_v'], act])
-            p = pos if s['top_p'] is None else torch.cat([s['top_p'], pos])
+            p = pos[:, None].expand(N, C) if s['top_p'] is None else torch.cat([s['top_p'], pos[:, None].expand(N, C)])
             s['top_v'], i = v.topk(min(top_n, len(v)), dim=0)  # (top_n, C)
             s['top_p'] = p.gather(0, i)
-    n_tokens = windows.numel()
+    n_tokens = n_read(windows)
     flat = windows.reshape(-1).to(device)
     out = {}
     for layer, s in stats.items():
@@ -266,11 +288,13 @@ def save_fig(fig, path):
 
 # ----------------------------------------------------------------------------- neurons
 
-def context(decode, flat, pos, before=12, after=4):
-    """The text around position pos with the firing token marked [[like this]]. Decoding growing
-    prefixes keeps the tokenizer's own spacing around the marked token."""
-    ids = flat[max(0, pos - before):pos + 1 + after].tolist()
-    p = min(pos, before)
+def context(decode, windows, pos, before=12, after=4):
+    """The text around position pos (of windows flattened) with the firing token marked [[like this]],
+    from its own window only: what the model saw, and what came next. Decoding growing prefixes keeps
+    the tokenizer's own spacing around the marked token."""
+    w, t = divmod(pos, windows.size(1))
+    ids = windows[w, max(0, t - before):t + 1 + after].tolist()
+    p = min(t, before)
     left, upto, full = decode(ids[:p]), decode(ids[:p + 1]), decode(ids)
     tok = upto[len(left):]
     space = tok[:len(tok) - len(tok.lstrip())] if tok.strip() else ''
@@ -322,27 +346,28 @@ def cmd_neurons():
     if neuron:  # checked before the pass over the data
         layer, j = parse_neuron(neuron, list(neuron_sites(model)), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
     stats = collect(model, windows, labels, len(concepts), progress=True)
-    flat = windows.reshape(-1)
     if neuron:
         s = stats[layer]
         promotes = promoted(model, layer)
         row = neuron_rows(stats, layer, decode, concepts, promotes)[j]
-        print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {windows.numel():,} val tokens")
+        print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {n_read(windows):,} val tokens")
         for k, v in row.items():
             if k not in ('top_tokens', 'promotes', 'index'):
                 print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
         print(f"  top tokens       (of its top {top_n} activations) " + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(s, j)))
         print("  promotes         " + show_words(row['promotes']))
         print("  top contexts:")
-        for v, p in zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()):
-            if v > 0:
-                print(f"    {v:7.3f}  {context(decode, flat, p)}")
+        contexts = [dict(activation=v, context=context(decode, windows, p))
+                    for v, p in zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()) if v > 0]
+        for c in contexts:
+            print(f"    {c['activation']:7.3f}  {c['context']}")
+        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layer=layer, **row, contexts=contexts))
         return
     summary = layer_summary(stats, concepts)
     table = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer)) for layer in stats}
     best = concept_neurons(stats, concepts) if lex else {}
     lines = [f"# neurons of {out_dir} at iteration {ck.get('iter_num')}", '',
-             f"{windows.numel():,} val tokens; {'TopK' if model.config.topk else 'dense (residual coordinates)'} "
+             f"{n_read(windows):,} val tokens; {'TopK' if model.config.topk else 'dense (residual coordinates)'} "
              f"sites at layers {list(stats)}; purity over the top {top_n} activations", '']
     for layer, row in summary.items():
         line = f"- layer {layer}: {row['neurons']} neurons, {row['dead']} dead, mean token entropy {row['mean_token_entropy']:.2f} bits"
@@ -361,6 +386,7 @@ def cmd_neurons():
                 lines.append(f"| {c} | {layer}:{j} | {p:.2f} | {', '.join(table[layer][j]['top_tokens'][:6])} |")
             else:
                 lines.append(f"| {c} | none | 0.00 | |")
+    head = len(lines)  # stdout gets the summary; the report also gets every layer's table
     for layer, rows in table.items():
         lines += ['', f"## layer {layer}", '', '| neuron | freq | max | tok H | ' + ('concept | purity | sem H | ' if concepts else '')
                   + 'top tokens | promotes |', '|---|---:|---:|---:|' + ('---|---:|---:|' if concepts else '') + '---|---|']
@@ -375,7 +401,7 @@ def cmd_neurons():
     report = os.path.join(reports(), f"neurons_{ck.get('iter_num')}.md")
     with open(report, 'w') as f:
         f.write('\n'.join(lines) + '\n')
-    print('\n'.join(lines[:len(summary) + 6 + (len(concepts) + 4 if best else 0)]))
+    print('\n'.join(lines[:head]))
     print(f"wrote {report}")
     # the activation-frequency histogram per layer, log scale, dead neurons counted apart
     pyplot = plt()
@@ -387,7 +413,7 @@ def cmd_neurons():
         ax.set_xlabel('log10 activation frequency')
     axes[0][0].set_ylabel('neurons')
     save_fig(fig, os.path.join(reports(), f"frequency_{ck.get('iter_num')}.png"))
-    write_json(dict(checkpoint=ck.get('iter_num'), tokens=windows.numel(), layers=summary,
+    write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layers=summary,
                     concept_neurons={c: dict(layer=l, neuron=j, purity=p) for c, (l, j, p) in best.items()},
                     neurons={str(k): v for k, v in table.items()}))
 
@@ -424,8 +450,8 @@ def cmd_evolution():
         except ValueError as e:
             die(str(e))
         stats = collect(m, windows, labels, len(concepts))
-        # keep the per-neuron numbers, drop the (V, C) mass and the top_n tables
-        per_ckpt.append({layer: dict({k: v for k, v in s.items() if k not in ('mass', 'by_concept', 'concept_purity', 'top_v', 'top_p', 'top_tok')},
+        # keep the per-neuron numbers (and each concept's purity), drop the (V, C) mass and the top_n tables
+        per_ckpt.append({layer: dict({k: v for k, v in s.items() if k not in ('mass', 'by_concept', 'top_v', 'top_p', 'top_tok')},
                                      concept=concept_of(s) if lex else None, top=top_token_sets(s))
                          for layer, s in stats.items()})
         steps.append(it)
@@ -436,7 +462,7 @@ def cmd_evolution():
     for c, (layer, j, _) in tracked.items():
         ci = concepts.index(c)
         held = [d[layer]['concept'][j].item() == ci for d in per_ckpt]
-        pur = [d[layer]['purity'][j].item() for d in per_ckpt]
+        pur = [d[layer]['concept_purity'][ci, j].item() for d in per_ckpt]  # for c, whatever j's best concept then
         emerged[c] = dict(layer=layer, neuron=j, purity=pur, step=emergence_step(steps, held))
     stability = {layer: [nanmean(jaccard(a[layer]['top'], b[layer]['top'])) for a, b in zip(per_ckpt, per_ckpt[1:])]
                  for layer in layers}
@@ -597,10 +623,23 @@ def reports():
     return path
 
 
+def nan_to_none(obj):
+    if torch.is_tensor(obj):
+        obj = obj.tolist()
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
 def write_json(obj):
     if json:
         with open(json, 'w') as f:
-            jsonlib.dump(obj, f, indent=1, default=lambda t: t.tolist() if torch.is_tensor(t) else str(t))
+            # NaN (a dead neuron's entropy) is not JSON: it becomes null
+            jsonlib.dump(nan_to_none(obj), f, indent=1, allow_nan=False, default=str)
         print(f"wrote {json}")
 
 

@@ -47,7 +47,7 @@ import analyze
 from configurator import configure, die
 from model import neuron_width, topk_layers
 from prepare import get_batch, open_split
-from sample import encode_prompt, load_run
+from sample import check_sampling, encode_prompt, load_run
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to steer
@@ -58,8 +58,9 @@ lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
 value = 0.0  # the absolute value to force; 0 = use --scale
 scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences)
-search_scale = 0.5  # the promotes search forces each neuron at this x its max activation: gentle, in the
-# range where steering stays fluent (a sweep's best: 0.375-1x); at 2x, what wins is what breaks sentences
+# the promotes search forces each neuron gently, in the range where steering stays fluent (a sweep's best:
+# 0.375-1x); at 2x, what wins is what breaks sentences
+search_scale = 0.5  # the promotes search forces each neuron at this x its max activation
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
 positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only
 start = '\n'  # the prompt; FILE:path reads it from a file
@@ -315,7 +316,8 @@ def report_runs(runs, base, key, concept_words):
     ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
     best = max(ok, key=lambda r: r['rate']) if ok else min(runs, key=lambda r: r['ppl'])
     for r in runs:
-        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f} ({r['rate'] / max(base['rate'], 1e-9):.1f}x), "
+        times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
+        rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
                 if concept_words else '')
         print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
               + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
@@ -346,25 +348,28 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on val data, "
             "so --scale has nothing to scale: give --value")
     base = dict(base, rate=concept_rate(base['texts'], concept_words))
-    scales = strengths if sweep else [scale]
+    key = 'value' if value else 'scale'  # what the strength was given as
     runs = []
-    for sc in scales:
+    for sc in [None] if value else strengths if sweep else [scale]:
         forced = {n: value if value else sc * m for n, m in max_act.items()}
         r = measure(model, prompt, forced, decode)
-        runs.append(dict(scale=sc, value=list(forced.values()), rate=concept_rate(r['texts'], concept_words), **r))
+        runs.append(dict(scale=sc, value=value or None, strength=list(forced.values()),
+                         rate=concept_rate(r['texts'], concept_words), **r))
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
-    ok, best = report_runs(runs, base, 'scale', concept_words)
-    print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at scale {best['scale']:g} "
+    ok, best = report_runs(runs, base, key, concept_words)
+    print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(base['texts'], best['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
-    result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['value'],
-                  scale=best['scale'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
+    result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
+                  scale=best['scale'], value=best['value'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
                   ppl_steered=best['ppl'], sweep=numbers(runs),
                   samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
     refs = []
+    if logit_bias and not len(ids):
+        print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
     if logit_bias and len(ids):
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
         for b in logit_bias:
@@ -424,6 +429,11 @@ def main():
         die(f"--positions takes all, prompt or new, not {positions!r}")
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
+    check_sampling(temperature, top_k)
+    if words and concept:
+        die("give --concept=NAME or --words=a,b,c, not both")
+    if not (strengths and num_samples >= 1 and max_new_tokens >= 1 and contexts >= 1):
+        die("--strengths needs a value, and --num_samples, --max_new_tokens and --contexts 1 or more")
     if sweep and value:
         die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
@@ -476,14 +486,17 @@ def summary(results):
     ref = all('logit_bias' in r for r in results)  # the reference column, when --logit_bias gave one
 
     def ratio(rate, r):
-        return f"{rate / max(r['baseline_rate'], 1e-9):.1f}x"
+        return f"{rate / r['baseline_rate']:.1f}x" if r['baseline_rate'] else 'no baseline'
+
+    def strength_of(r):
+        return f"value {r['value']:g}" if r.get('value') else f"{r['scale']:g}"
     print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | "
           "same index in every layer |" + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
     print("|---|---|---:|---:|---:|---:|---:|---|" + ("---:|" if ref else ''))
     for r in results:
         row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
-               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['scale']:g} | "
+               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {strength_of(r)} | "
                f"{'yes' if r.get('same_index_across_layers') else 'no'} |")
         if ref:
             b = r['logit_bias']

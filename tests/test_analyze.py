@@ -10,6 +10,13 @@ import torch
 
 import analyze
 from conftest import run
+from model import GPT, GPTConfig, load_checkpoint
+from prepare import get_tokenizer, load_meta, open_split
+
+
+def strict_json(path):
+    """The file parsed as strict JSON: a bare NaN or Infinity fails."""
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
 
 
 def test_entropy_in_bits_of_known_distributions():
@@ -60,12 +67,26 @@ def test_concept_labels_match_words_whatever_their_case_and_spacing():
     assert word.tolist() == [0, 1, 2, 3, 4, 1]  # 'rain' is the word of ' Rain'
 
 
+def test_each_val_token_is_read_once_and_with_context(data_dir):
+    T = 32
+    w, m = analyze.val_windows('concepts', 1000, T, data_dir), analyze.context_skip(T)
+    assert m == 8 and analyze.n_read(w) == w[:, m:].numel() and 1000 - (T - m) < analyze.n_read(w) <= 1000
+    val = torch.from_numpy(open_split('concepts', 'val', data_dir)[:m + analyze.n_read(w)].astype('int64'))
+    assert torch.equal(w[:, m:].reshape(-1), val[m:])  # every token once, in order
+    assert torch.equal(w[1:, :m], w[:-1, -m:])  # the context of a window is the end of the one before
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=T, vocab_size=200, topk=4)).eval()
+    s = analyze.collect(model, w)[0]
+    assert ((s['top_p'] % T) >= m).all()  # no top activation at a position without context
+    assert s['frequency'].max() <= 1 and torch.equal(s['top_tok'], w.reshape(-1)[s['top_p']])
+
+
 def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
     out = tmp_path / 'n.json'
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=20000',
             f'--report_dir={tmp_path}', f'--json={out}')
     assert r.returncode == 0, r.stderr
-    table = json.loads(out.read_text())
+    table = strict_json(out)
     row = table['neurons']['0'][0]
     assert {'frequency', 'max', 'token_entropy', 'semantic_entropy', 'best_concept', 'purity', 'top_tokens',
             'promotes'} <= set(row)
@@ -91,8 +112,20 @@ def test_evolution_over_the_series(concepts_run, data_dir, tmp_path):
     r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=5000',
             f'--report_dir={tmp_path}', f'--json={out}')
     assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())
+    result = strict_json(out)
     assert result['steps'] == [0, 1, 2, 4, 8, 16, 32, 64, 100, 128, 200, 256, 300]
+    # each concept's purity curve is that concept's purity of its neuron at every step, whatever the
+    # neuron's best concept was then
+    model, _ = load_checkpoint(os.path.join(concepts_run, 'series', 'ckpt_0000032.pt'))
+    concepts = json.load(open(os.path.join(data_dir, 'concepts', 'lexicon.json')))
+    decode = get_tokenizer(load_meta('concepts', data_dir))[1]
+    labels = analyze.concept_labels(decode, model.config.vocab_size, concepts)
+    w = analyze.val_windows('concepts', 5000, model.config.block_size, data_dir)
+    stats = analyze.collect(model.eval(), w, labels, len(concepts))
+    assert result['emergence']
+    for c, e in result['emergence'].items():
+        want = stats[e['layer']]['concept_purity'][list(concepts).index(c), e['neuron']].item()
+        assert e['purity'][result['steps'].index(32)] == pytest.approx(want)
     for name in ('loss', 'entropy', 'purity', 'stability'):
         assert os.path.getsize(tmp_path / f'evolution_{name}.png') > 0
     assert 'emergence step: the first checkpoint' in r.stdout

@@ -135,8 +135,12 @@ def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp
                 '--value=2', '--num_samples=4', '--max_new_tokens=30', '--tokens=2000', '--show=0', f'--json={out}',
                 *[lex] * bool(lex))
         assert r.returncode == 0, r.stderr
-        rates.append(json.loads(out.read_text())['results'][0]['baseline_rate'])
+        result = json.loads(out.read_text())['results'][0]
+        rates.append(result['baseline_rate'])
     assert rates[0] > 0 and rates[1] == rates[0]
+    # the strength is reported as it was given: a value, not the unused --scale
+    assert 'value    2:' in r.stdout and 'steered at value 2' in r.stdout and 'scale' not in r.stdout
+    assert result['value'] == 2 and result['scale'] is None and result['strength'] == [2]
 
 
 def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_dir, tmp_path):
@@ -171,6 +175,8 @@ def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     (['--words=zebra'], "no token of this vocabulary is a word of 'zebra'"),
     ([], 'give --concept=NAME'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
+    (['--neuron=0:1', '--concept=weather', '--sweep', '--strengths='], '--strengths needs a value'),
+    (['--neuron=0:1', '--concept=weather', '--num_samples=0'], '--num_samples, --max_new_tokens and --contexts 1 or more'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
