@@ -191,6 +191,9 @@ if overwrite and init_from != 'resume' and not eval_only:
     for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:
         if os.path.exists(p):
             os.remove(p)
+    reports = [d for d in ('analysis', 'steer') if os.path.isdir(os.path.join(out_dir, d))]  # kept: not ours to delete
+    if reports:
+        print(f"note: reports on the replaced run stay in {' and '.join(f'{out_dir}/{d}/' for d in reports)}")
 if not eval_only:  # an evaluation writes nothing
     os.makedirs(out_dir, exist_ok=True)
 checkpoint = None  # free memory
