@@ -13,9 +13,10 @@ twin, or a nanoGPT checkpoint): its neurons are the residual-stream coordinates 
 layers, read through their positive part.
 
 Every statistic is computed over the same val tokens for every checkpoint (the first --tokens of
-the val split, in windows of block_size that overlap by min_context tokens, so that each token is read
-once and with at least min_context tokens before it: a window's first positions have no context, and
-their activations are outliers that would fill the top activations):
+the val split after its first min_context, in windows of block_size that overlap by min_context
+tokens (capped at half of block_size), so that each token is read once and with at least that many
+tokens before it: a window's first positions have no context, and their activations are outliers
+that would fill the top activations):
 - frequency: the share of tokens on which the neuron is > 0; dead: never > 0;
 - token entropy (bits): entropy of the token distribution of its activations, weighted by activation;
 - with a lexicon (concept -> words): semantic entropy (bits), the same over the concepts of the
@@ -45,7 +46,7 @@ from sample import load_run
 out_dir = 'out'  # the run to analyse
 ckpt = ''  # neurons/layers: '' = latest (ckpt.pt), an iteration of the series, or a path
 tokens = 200000  # val tokens to read the neurons on (the same ones for every checkpoint)
-min_context = 8  # each token is read with at least this many tokens before it (at most half of block_size)
+min_context = 8  # each token is read with at least this many tokens before it (capped at half of block_size)
 batch_size = 64  # windows per forward pass
 lexicon = ''  # JSON file concept -> list of words; default: the dataset's lexicon.json if it has one
 neuron = ''  # neurons: L:J shows one neuron in full
@@ -118,8 +119,8 @@ def val_windows(dataset, n_tokens, block_size, data_dir):
     data = open_split(dataset, 'val', data_dir)
     n = (min(n_tokens + m, len(data)) - m) // (block_size - m)
     if n <= 0:
-        die(f"the val split of {dataset} ({len(data):,} tokens) or --tokens={n_tokens} is shorter than one window "
-            f"of block_size={block_size}: read more --tokens")
+        die(f"the val split of {dataset} ({len(data):,} tokens) or --tokens={n_tokens} holds less than one window "
+            f"({block_size - m} tokens read, {m} of context): read more --tokens")
     return torch.from_numpy(data[:m + n * (block_size - m)].astype(np.int64)).unfold(0, block_size, block_size - m)
 
 
@@ -645,6 +646,8 @@ def write_json(obj):
 
 if __name__ == '__main__':
     _, _args = configure(globals(), positional=True)
+    if min_context < 0:
+        die(f"--min_context must be 0 or more, not {min_context}")
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"

@@ -345,7 +345,7 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
         chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
     max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
     if not value and any(m <= 0 for m in max_act.values()):
-        die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on val data, "
+        die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
             "so --scale has nothing to scale: give --value")
     base = dict(base, rate=concept_rate(base['texts'], concept_words))
     key = 'value' if value else 'scale'  # what the strength was given as
@@ -403,7 +403,7 @@ def plot_sweep(name, neurons_txt, base, runs, refs=()):
     ax.legend(loc='upper left', fontsize=7)
     for rs, style, label in [(runs, 'o-', neurons_txt), (refs, 'x--', 'logit-bias reference')]:
         if rs:
-            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / max(base['rate'], 1e-9) for r in rs],
+            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / base['rate'] if base['rate'] else math.nan for r in rs],
                        style, label=label)
     trade.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
     trade.set_xscale('log')

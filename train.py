@@ -80,11 +80,11 @@ if max_iters < 0:
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 
-# a run from a checkpoint (resumed, new, or --eval_only) takes the settings the checkpoint was trained
-# with, except those given again now and those that describe the machine, so `--init_from=resume
-# --out_dir=DIR` is enough, and a new run from a checkpoint trains on its data unless told otherwise.
-# The precision is not a machine setting here: on CPU 'auto' means float32, so a bfloat16 run would
-# otherwise resume in float32 and not reproduce itself
+# the settings a checkpoint was trained with, for those not given again now: a resumed run and an
+# --eval_only take all but the machine's, so `--init_from=resume --out_dir=DIR` is enough; the
+# precision comes too (on CPU 'auto' means float32, so a bfloat16 run would otherwise resume in
+# float32 and not reproduce itself). A new run from a checkpoint (a fine-tune, perhaps of a nanoGPT
+# checkpoint) takes only its data and context length: the training recipe is the new run's
 resume_path = os.path.join(out_dir, 'ckpt.pt')
 checkpoint = None
 if init_from != 'scratch':
@@ -98,9 +98,10 @@ if init_from != 'scratch':
     if init_from == 'resume' and not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):
         die(f"{path} is not a resume checkpoint of this train.py (no optimizer or RNG state): "
             f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
-    for k, v in checkpoint.get('config', {}).items():
-        if k in config and k not in given and k not in MACHINE_KEYS:
-            globals()[k] = config[k] = v
+    old = checkpoint.get('config', {})
+    keys = set(old) - set(MACHINE_KEYS) if init_from == 'resume' or eval_only else {'dataset', 'data_dir', 'block_size'}
+    for k in keys & set(old) & set(config) - given:
+        globals()[k] = config[k] = old[k]
 
 try:
     device, device_type, dtype, compile, autocast = system_settings(device, dtype, compile, threads)
