@@ -112,9 +112,8 @@ def n_read(windows):
 
 def val_windows(dataset, n_tokens, block_size, data_dir):
     """(N, block_size) windows of the val split, each starting context_skip tokens before the previous
-    one ends, so that its first n_tokens after those skipped are each read once; the same windows for
-    every checkpoint. In a 64-token window of the concepts model, the first position held 7-10 times
-    its share of the neurons' top activations, and the next four 2-5 times."""
+    one ends: past the first context_skip, up to n_tokens are each read once, with that much context.
+    The same windows serve every checkpoint."""
     m = context_skip(block_size)
     data = open_split(dataset, 'val', data_dir)
     n = (min(n_tokens + m, len(data)) - m) // (block_size - m)
@@ -154,7 +153,8 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
     for b in tqdm(batches, desc='activations', leave=False, disable=not progress):
         x = windows[b:b + batch_size].to(device)
         tok = x[:, m:].reshape(-1)  # (N,) the tokens read
-        pos = (torch.arange(b, b + len(x), device=x.device)[:, None] * T + torch.arange(m, T, device=x.device)).view(-1)
+        rows, cols = torch.arange(b, b + len(x), device=x.device), torch.arange(m, T, device=x.device)
+        pos = (rows[:, None] * T + cols).view(-1)  # (N,) their positions in windows flattened
         acts = record_activations(model, x, sites)
         for layer, (vals, idx) in acts.items():
             vals, idx = vals[:, m:], None if idx is None else idx[:, m:]
@@ -170,7 +170,8 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
             s['max'] = torch.maximum(s['max'], act.max(0).values)
             s['mass'].index_add_(0, tok, act)
             v = act if s['top_v'] is None else torch.cat([s['top_v'], act])
-            p = pos[:, None].expand(N, C) if s['top_p'] is None else torch.cat([s['top_p'], pos[:, None].expand(N, C)])
+            p = pos[:, None].expand(N, C)
+            p = p if s['top_p'] is None else torch.cat([s['top_p'], p])
             s['top_v'], i = v.topk(min(top_n, len(v)), dim=0)  # (top_n, C)
             s['top_p'] = p.gather(0, i)
     n_tokens = n_read(windows)

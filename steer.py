@@ -370,7 +370,7 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
     refs = []
     if logit_bias and not len(ids):
         print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
-    if logit_bias and len(ids):
+    elif logit_bias:
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
         for b in logit_bias:
             r = measure(model, prompt, None, decode, (ids, b))
