@@ -8,7 +8,8 @@ Speed of the things users wait for, as ratios measured in one run (shared machin
 Rows: a training step (forward, backward, AdamW) of the dense model and of the TopK model of the same
 shape, timed in alternation, several repeats, median; MFU on CUDA; sampling with and without the KV
 cache; and the throughput of recording TopK activations, as analyze.py does. Weights are random and
-batches are random tokens: speed does not depend on either.
+batches are random tokens: speed does not depend on either, except that the CUDA TopK kernel is faster
+on the rows of trained models than on these (README "Speed", GPU).
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting

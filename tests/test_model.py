@@ -116,6 +116,9 @@ def test_triton_topk_keeps_exactly_k_at_model_widths_and_with_ties(width, k):
     x = torch.randn(8, width, device=triton_device) + 3  # +3: the k largest are positive, so exactly k survive
     y = model_module.topk_relu_triton(x, k)
     assert torch.equal(y, reference_topk(x, k))
+    x = -torch.randn(3, width, device=triton_device).abs()  # rows with k, k // 2 and no positive entries:
+    x[0, :k], x[1, :k // 2] = 1 + x[0, :k].abs(), 1 + x[1, :k // 2].abs()  # the kernel skips its search
+    assert torch.equal(model_module.topk_relu_triton(x, k), reference_topk(x, k))
     a = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item()  # its lowest bit is 1: the search's last step
     x = torch.tensor([[2.0, a, a, a, a, 0.5]], device=triton_device)
     assert model_module.topk_relu_triton(x, 3).tolist() == [[2.0, a, a, 0.0, 0.0, 0.0]]  # first ties first
