@@ -6,8 +6,8 @@ Speed of the things users wait for, as ratios measured in one run (shared machin
     python bench.py --json=bench.json                  # the numbers, for scripts
 
 Rows: a training step (forward, backward, AdamW) of the dense model and of the TopK model of the same
-shape, timed in alternation, several repeats, median; MFU on CUDA; sampling with and without the KV
-cache; and the throughput of recording TopK activations, as analyze.py does. Weights are random and
+shape, timed in alternation, several repeats, median; MFU on CUDA; one TopK layer alone against plain
+`topk` + `scatter`; sampling with and without the KV cache; and the throughput of recording TopK activations, as analyze.py does. Weights are random and
 batches are random tokens: speed does not depend on either, except that the CUDA TopK kernel is faster
 on the rows of trained models than on these (README "Speed", GPU).
 """
@@ -17,9 +17,10 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from configurator import configure, die
-from model import GPT, GPTConfig, neuron_sites, record_activations, system_settings
+from model import GPT, GPTConfig, TopK, neuron_sites, neuron_width, record_activations, system_settings
 
 # -----------------------------------------------------------------------------
 batch_size = 12  # sequences per training step
@@ -151,6 +152,37 @@ if __name__ == '__main__':
             row('MFU dense / TopK', f"{mfu['dense'] * 100:.1f}% / {mfu['topk'] * 100:.1f}%", 'peak from model.PEAK_FLOPS')
             results['train'].update(mfu_dense=mfu['dense'], mfu_topk=mfu['topk'])
     del dense, runs
+
+    # one TopK layer, forward and backward, on a batch of random activations: this codebase's TopK (the
+    # Triton kernel on CUDA, the threshold-and-mask path on CPU) against the plain `topk` + `scatter`
+    # that a compiled TopK runs where there is no Triton
+    def topk_scatter(x):
+        values, indices = torch.topk(x, topk, dim=-1, sorted=False)  # (B*T, k) each
+        return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
+
+    x = torch.randn(batch_size * block_size, neuron_width(sparse), device=device, requires_grad=True)  # (B*T, C)
+    grad = torch.randn_like(x)
+
+    def layer_timer(fn, n=20):
+        def timed():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn(x).backward(grad)
+            sync()
+            return (time.perf_counter() - t0) / n
+        return timed
+    layers = [layer_timer(TopK(topk)), layer_timer(topk_scatter)]
+    for timed in layers:
+        timed()  # warm-up
+    t_ours, t_plain = alternate(layers, repeats)
+    mo, mp = statistics.median(t_ours), statistics.median(t_plain)
+    speedup = statistics.median(b / a for a, b in zip(t_ours, t_plain))
+    shape = f"{x.size(0)} x {x.size(1)}, k={topk}"
+    row('TopK layer, fwd + bwd', f"{mo * 1e6:,.0f} us", shape)
+    row('same with topk + scatter', f"{mp * 1e6:,.0f} us", shape)
+    row('TopK layer speed-up', f"{speedup:.1f}x", f'median of {repeats} per-round ratios')
+    results['topk_layer'] = dict(ours_us=mo * 1e6, topk_scatter_us=mp * 1e6, speedup=speedup)
 
     # sampling: the cache covers every token only within block_size, so the sampling model gets a
     # block long enough for the prompt and the longest row

@@ -13,6 +13,7 @@ def test_bench_runs_on_cpu_and_writes_json(tmp_path):
     assert 'TopK / dense step time' in r.stdout
     numbers = json.loads(out.read_text())
     assert numbers['train']['dense_ms'] > 0 and numbers['train']['ratio'] > 0
+    assert numbers['topk_layer']['ours_us'] > 0 and numbers['topk_layer']['speedup'] > 0
     assert set(numbers['sample']) == {'8', '20'} and numbers['analysis_tok_s'] > 0
 
 
