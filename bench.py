@@ -7,9 +7,10 @@ Speed of the things users wait for, as ratios measured in one run (shared machin
 
 Rows: a training step (forward, backward, AdamW) of the dense model and of the TopK model of the same
 shape, timed in alternation, several repeats, median; MFU on CUDA; one TopK layer alone against plain
-`topk` + `scatter`; sampling with and without the KV cache; and the throughput of recording TopK activations, as analyze.py does. Weights are random and
-batches are random tokens: speed does not depend on either, except that the CUDA TopK kernel is faster
-on the rows of trained models than on these (README "Speed", GPU).
+`topk` + `scatter`; sampling with and without the KV cache; and the throughput of recording TopK
+activations, as analyze.py does. Weights are random and batches are random tokens: speed does not
+depend on either, except that the CUDA TopK kernel is faster on the rows of trained models than on
+these (README "Speed", GPU).
 """
 
 import json as jsonlib  # `json` is the --json=PATH setting
@@ -119,6 +120,8 @@ if __name__ == '__main__':
         die(str(e))
     if min(steps, repeats, sample_repeats) < 1:
         die("--steps, --repeats and --sample_repeats must each be 1 or more")
+    if topk < 1:
+        die("--topk must be 1 or more: bench.py compares the TopK model with its dense twin, which it builds itself")
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "
           f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"
@@ -155,7 +158,8 @@ if __name__ == '__main__':
 
     # one TopK layer, forward and backward, on a batch of random activations: this codebase's TopK (the
     # Triton kernel on CUDA, the threshold-and-mask path on CPU) against the plain `topk` + `scatter`
-    # that a compiled TopK runs where there is no Triton
+    # that a compiled TopK runs where there is no Triton. Float32, as the residual stream is under
+    # autocast; at the MLP site bf16 autocast would hand TopK bf16, half the bytes.
     def topk_scatter(x):
         values, indices = torch.topk(x, topk, dim=-1, sorted=False)  # (B*T, k) each
         return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
@@ -183,6 +187,7 @@ if __name__ == '__main__':
     row('same with topk + scatter', f"{mp * 1e6:,.0f} us", shape)
     row('TopK layer speed-up', f"{speedup:.1f}x", f'median of {repeats} per-round ratios')
     results['topk_layer'] = dict(ours_us=mo * 1e6, topk_scatter_us=mp * 1e6, speedup=speedup)
+    del x, grad, layers
 
     # sampling: the cache covers every token only within block_size, so the sampling model gets a
     # block long enough for the prompt and the longest row

@@ -116,10 +116,11 @@ if triton is not None:
         # A positive float's bits, read as an int32, sort as the float does, and its sign bit is 0, so 31
         # bits hold every key. Entries <= 0 (and the padding) get key 0; the ReLU drops them anyway. A NaN
         # of either sign gets a key above +inf's: as in torch.topk it is kept, so a diverging run shows in
-        # its loss. t: the largest key with at least k keys >= t, found bit by bit from the top. The search
-        # stops as soon as exactly k keys are >= t (n counts them; they are the k largest), after 8-15 of
-        # the 31 bits, and does not start when at most k entries are positive: then the ReLU alone decides,
-        # which in trained models is the case for 11-99% of the rows of a layer (README "Speed", GPU).
+        # its loss. t: a bound with at least k keys >= t (n counts them), raised bit by bit from the top to
+        # the k-th largest key. The search stops early once exactly k keys are >= t (they are the k
+        # largest), on average after 8-15 of the 31 bits, and does not start when at most k entries are
+        # positive: then the ReLU alone decides, which in trained models is the case for 11-99% of the
+        # rows of a layer (README "Speed", GPU).
         key = tl.where(x <= 0, 0, x.to(tl.int32, bitcast=True) & 0x7FFFFFFF)
         n_pos = tl.sum((key > 0).to(tl.int32), axis=0)
         t, n, bit = tl.full((), 0, tl.int32), tl.full((), BLOCK, tl.int32), tl.full((), 30, tl.int32)
@@ -132,7 +133,7 @@ if triton is not None:
         above, tie = key > t, key == t
         need = k - tl.sum(above.to(tl.int32), axis=0)  # ties at t fill up to exactly k, first index first
         keep = above | (tie & (tl.cumsum(tie.to(tl.int32), axis=0) <= need))
-        # with fewer than k positive entries t ends at 0, and ties of key 0 (entries <= 0, the padding) fill
+        # with at most k positive entries t stays 0, and ties of key 0 (entries <= 0, the padding) fill
         # up k: `key > 0` drops them
         tl.store(out_ptr + row * C + cols, tl.where(keep & (key > 0), x, 0.0).to(out_ptr.dtype.element_ty),
                  mask=cols < C)
@@ -144,7 +145,7 @@ if triton is not None:
         out = torch.empty_like(x)
         C = x.size(-1)
         block = triton.next_power_of_2(C)
-        warps = min(8, max(1, block // 1024))  # 1 at width 768, 4 at 3072: the fastest on an H100 (README)
+        warps = min(8, max(1, block // 1024))  # 1 at width 768, 4 at 3072 (README "Speed", GPU)
         # Triton launches on the current GPU, which may not be x's (CPU tensors: Triton's interpreter, in tests)
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
             _topk_relu_kernel[(x.numel() // C,)](x, out, C, k, BLOCK=block, num_warps=warps)

@@ -29,6 +29,7 @@ def test_bench_reads_a_train_config(tmp_path):
 
 def test_bench_mistakes_exit_2_with_one_line():
     for args, message in ((['--repeats=0'], '--repeats and --sample_repeats must each be 1 or more'),
-                          (['--topk=999'], 'topk must be between 0 and the TopK width 128')):
+                          (['--topk=999'], 'topk must be between 0 and the TopK width 128'),
+                          (['--topk=0'], '--topk must be 1 or more')):
         r = run('bench.py', '--device=cpu', *args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
