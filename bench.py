@@ -18,10 +18,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from configurator import configure, die
-from model import GPT, GPTConfig, TopK, neuron_sites, neuron_width, record_activations, system_settings
+from model import (GPT, GPTConfig, TopK, neuron_sites, neuron_width, record_activations, system_settings,
+                   topk_scatter)
 
 # -----------------------------------------------------------------------------
 batch_size = 12  # sequences per training step
@@ -160,10 +160,6 @@ if __name__ == '__main__':
     # Triton kernel on CUDA, the threshold-and-mask path on CPU) against the plain `topk` + `scatter`
     # that a compiled TopK runs where there is no Triton. Float32, as the residual stream is under
     # autocast; at the MLP site bf16 autocast would hand TopK bf16, half the bytes.
-    def topk_scatter(x):
-        values, indices = torch.topk(x, topk, dim=-1, sorted=False)  # (B*T, k) each
-        return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
-
     x = torch.randn(batch_size * block_size, neuron_width(sparse), device=device, requires_grad=True)  # (B*T, C)
     grad = torch.randn_like(x)
 
@@ -176,7 +172,7 @@ if __name__ == '__main__':
             sync()
             return (time.perf_counter() - t0) / n
         return timed
-    layers = [layer_timer(TopK(topk)), layer_timer(topk_scatter)]
+    layers = [layer_timer(TopK(topk)), layer_timer(lambda x: topk_scatter(x, topk))]
     for timed in layers:
         timed()  # warm-up
     t_ours, t_plain = alternate(layers, repeats)

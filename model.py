@@ -165,6 +165,12 @@ if triton is not None:
     topk_relu_triton.register_autograd(_topk_relu_backward, setup_context=_topk_relu_setup)
 
 
+def topk_scatter(x, k):
+    """relu(topk(x)) scattered into zeros with plain ops, whose backward autograd derives."""
+    values, indices = torch.topk(x, k, dim=-1, sorted=False)  # (..., k) each
+    return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
+
+
 class TopK(nn.Module):
     """Keep the k largest entries of the last dimension, ReLU them, zero the rest (Gao et al. 2024).
     Its output is the layer's sparse latent: hook it to read or edit neurons."""
@@ -179,8 +185,7 @@ class TopK(nn.Module):
         if torch.compiler.is_compiling():
             # plain ops, whose backward torch.compile derives and fuses itself: on CUDA with bf16, the
             # compiled _TopKFunction trained far worse than eager (README "Speed", GPU)
-            values, indices = torch.topk(x, self.k, dim=-1, sorted=False)  # (..., k) each
-            return torch.zeros_like(x).scatter(-1, indices, F.relu(values))
+            return topk_scatter(x, self.k)
         return _TopKFunction.apply(x, self.k)
 
     def extra_repr(self):
