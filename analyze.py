@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, die
+from configurator import configure, die, output_file
 from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, read_metrics, record_activations
 from prepare import open_split
 from sample import load_run
@@ -448,7 +448,7 @@ def cmd_evolution():
     steps, per_ckpt = [], []
     for it, path in tqdm(series, desc='checkpoints'):
         try:
-            m = load_checkpoint(path, model.lm_head.weight.device)[0].eval()
+            m = load_checkpoint(path, model.lm_head.weight.device)[0]
         except ValueError as e:
             die(str(e))
         stats = collect(m, windows, labels, len(concepts))
@@ -649,6 +649,10 @@ if __name__ == '__main__':
     _, _args = configure(globals(), positional=True)
     if min_context < 0:
         die(f"--min_context must be 0 or more, not {min_context}")
+    if min(batch_size, top_n, tokens) < 1:
+        die(f"--batch_size, --top_n and --tokens must be 1 or more, not {batch_size}, {top_n} and {tokens}")
+    if json:
+        output_file(json)
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"

@@ -25,6 +25,17 @@ def die(msg):
     sys.exit(2)
 
 
+def output_file(path, key='json'):
+    """Check an output file's path, and make its folder, before the work: a bad --json found after a
+    long run would lose the run's results."""
+    if os.path.isdir(path):
+        die(f"--{key}={path} is a folder: give a file path, as --{key}={os.path.join(path, 'results.json')}")
+    try:
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    except OSError as e:
+        die(f"--{key}={path}: cannot make its folder ({e.strerror})")
+
+
 def _comments(script):
     """{key: comment} from lines like `key = value  # comment` at the top level of the script."""
     try:

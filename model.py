@@ -575,7 +575,8 @@ def resolve_checkpoint(out_dir, ckpt=''):
 
 
 def load_checkpoint(path, device='cpu'):
-    """Build the model stored at path (ours or nanoGPT's ckpt.pt). Returns (model, checkpoint dict).
+    """Build the model stored at path (ours or nanoGPT's ckpt.pt). Returns (model, checkpoint dict), the
+    model in eval mode (no dropout), ready to read, hook or sample, as a pretrained model loads elsewhere.
     weights_only=True: a checkpoint can carry tensors and plain values, never code."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -587,4 +588,4 @@ def load_checkpoint(path, device='cpu'):
     except Exception as e:  # truncated file, not a checkpoint, a pickle with code in it, ...
         raise ValueError(f"cannot read checkpoint {path}: it is truncated, or not a checkpoint of tensors and "
                          f"plain values ({type(e).__name__})") from None
-    return model.to(device), ckpt
+    return model.to(device).eval(), ckpt

@@ -41,7 +41,6 @@ def load_run(out_dir, ckpt='', device='auto', data_dir=''):
         encode, decode = get_tokenizer(meta)
     except ValueError as e:
         die(str(e))
-    model.eval()
     return model, checkpoint, encode, decode
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 import analyze
-from configurator import configure, die
+from configurator import configure, die, output_file
 from model import neuron_width, topk_layers
 from prepare import get_batch, open_split
 from sample import check_sampling, encode_prompt, load_run
@@ -430,10 +430,12 @@ def main():
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
     check_sampling(temperature, top_k)
+    if json:
+        output_file(json)
     if words and concept:
         die("give --concept=NAME or --words=a,b,c, not both")
-    if not (strengths and num_samples >= 1 and max_new_tokens >= 1 and contexts >= 1):
-        die("--strengths needs a value, and --num_samples, --max_new_tokens and --contexts 1 or more")
+    if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
+        die("--strengths needs a value, and --num_samples, --max_new_tokens, --contexts, --top and --candidates 1 or more")
     if sweep and value:
         die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):

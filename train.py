@@ -75,8 +75,11 @@ for key in ('eval_interval', 'log_interval', 'ckpt_interval', 'eval_iters', 'bat
             'gradient_accumulation_steps'):
     if config[key] < 1:
         die(f"--{key} must be 1 or more, not {config[key]}")
-if max_iters < 0:
-    die(f"--max_iters must be 0 or more, not {max_iters}")
+for key in ('max_iters', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'dropout'):
+    if config[key] < 0:  # a negative --grad_clip would flip the gradients and climb the loss
+        die(f"--{key} must be 0 or more, not {config[key]}")
+if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and dropout < 1):
+    die(f"--beta1 and --beta2 must be in [0, 1) and --dropout below 1, not {beta1}, {beta2} and {dropout}")
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
 
@@ -93,6 +96,7 @@ if init_from != 'scratch':
         die(f"no checkpoint at {path} to {'resume' if init_from == 'resume' else 'start'} from")
     try:
         model, checkpoint = load_checkpoint(path)
+        model.train()  # loaded in eval mode, for reading
     except ValueError as e:
         die(str(e))
     if init_from == 'resume' and not {'optimizer', 'scaler', 'rng'} <= set(checkpoint):

@@ -27,7 +27,7 @@ def test_entropy_in_bits_of_known_distributions():
     assert math.isnan(h[2].item())  # a dead neuron has no distribution
 
 
-def test_purity_best_concept_and_words_on_hand_built_top_activations():
+def test_purity_best_concept_and_words_on_hand_built_top_activations(monkeypatch):
     labels = torch.tensor([0, 0, 0, 1, 2])  # tokens 0-2 are concept 0, token 3 concept 1, token 4 none
     # neuron 0: top activations on tokens 0,1,2,3 -> concept 0, purity 3/4, 3 words;
     # neuron 1: on token 3 twice; its zero activations (one of them on token 3 too) do not count
@@ -40,9 +40,9 @@ def test_purity_best_concept_and_words_on_hand_built_top_activations():
     assert share.tolist() == [[0.75, 0.0], [0.25, 1.0]]
     stats = dict(best=best, purity=purity, words=words)
     assert analyze.concept_of(stats).tolist() == [-1, -1]  # 0.75 < 0.9; one word is a token detector
-    analyze.purity_threshold, analyze.min_words = 0.7, 1
+    monkeypatch.setattr(analyze, 'purity_threshold', 0.7)  # restored after the test, even a failed one
+    monkeypatch.setattr(analyze, 'min_words', 1)
     assert analyze.concept_of(stats).tolist() == [0, 1]
-    analyze.purity_threshold, analyze.min_words = 0.9, 3
 
 
 def test_jaccard_of_top_token_sets():
@@ -171,5 +171,7 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     assert r.returncode == 2 and 'cannot read checkpoint' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--neuron=1:0')
     assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', '--top_n=0')
+    assert r.returncode == 2 and '--top_n and --tokens must be 1 or more' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
     assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr and "not 'bogus'" in r.stderr

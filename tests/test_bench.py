@@ -5,7 +5,7 @@ from conftest import run
 
 
 def test_bench_runs_on_cpu_and_writes_json(tmp_path):
-    out = tmp_path / 'bench.json'
+    out = tmp_path / 'new' / 'bench.json'  # its folder is made
     r = run('bench.py', '--device=cpu', '--n_layer=2', '--n_embd=32', '--n_head=2', '--block_size=16', '--topk=8',
             '--steps=2', '--repeats=2', '--sample_tokens=8,20', '--sample_repeats=1', '--analysis_tokens=2048',
             f'--json={out}')
@@ -30,6 +30,7 @@ def test_bench_reads_a_train_config(tmp_path):
 def test_bench_mistakes_exit_2_with_one_line():
     for args, message in ((['--repeats=0'], '--repeats and --sample_repeats must each be 1 or more'),
                           (['--topk=999'], 'topk must be between 0 and the TopK width 128'),
-                          (['--topk=0'], '--topk must be 1 or more')):
+                          (['--topk=0'], '--topk must be 1 or more'),
+                          (['--json=.'], '--json=. is a folder')):
         r = run('bench.py', '--device=cpu', *args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr

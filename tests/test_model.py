@@ -209,9 +209,9 @@ def test_a_nanogpt_checkpoint_loads_and_gives_the_same_logits(tmp_path):
     torch.save({'model': state, 'model_args': model_args, 'iter_num': 7, 'best_val_loss': torch.tensor(1.5),
                 'config': {'dataset': 'x'}, 'optimizer': {}}, tmp_path / 'ckpt.pt')
     loaded, ckpt = load_checkpoint(str(tmp_path / 'ckpt.pt'))
-    assert ckpt['iter_num'] == 7 and loaded.config.topk == 0
+    assert ckpt['iter_num'] == 7 and loaded.config.topk == 0 and not loaded.training  # ready to read: no dropout
     x = torch.randint(0, 50, (2, 16))
-    torch.testing.assert_close(loaded.eval()(x, x)[0], model(x, x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(loaded(x, x)[0], model(x, x)[0], rtol=0, atol=0)
 
 
 def test_an_unreadable_checkpoint_raises_one_clear_error(tmp_path):

@@ -64,6 +64,7 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     assert os.path.getmtime(tmp_path / 'tiny' / 'train.bin') == before
     assert run('prepare.py', *args, '--force=True').returncode == 0
     assert 'F' in load_meta('tiny', str(tmp_path))['vocab'] and 'r' not in load_meta('tiny', str(tmp_path))['vocab']
+    assert sorted(os.listdir(tmp_path)) == ['in.txt', 'tiny']  # the old dataset, moved aside, is gone
 
 
 @pytest.mark.parametrize('args,message', [

@@ -176,7 +176,9 @@ def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     ([], 'give --concept=NAME'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--strengths='], '--strengths needs a value'),
-    (['--neuron=0:1', '--concept=weather', '--num_samples=0'], '--num_samples, --max_new_tokens and --contexts 1 or more'),
+    (['--neuron=0:1', '--concept=weather', '--num_samples=0'], '--num_samples, --max_new_tokens, --contexts, --top'),
+    (['--concept=weather', '--top=0'], '--top and --candidates 1 or more'),
+    (['--concept=weather', '--json=.'], '--json=. is a folder'),  # found before the work, not after
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)

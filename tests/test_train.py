@@ -169,6 +169,8 @@ def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
 @pytest.mark.parametrize('arg,message', [
     ('--n_head=0', 'must each be 1 or more'),
     ('--threads=-1', 'threads must be 0'),
+    ('--grad_clip=-1', '--grad_clip must be 0 or more'),  # would flip the gradients
+    ('--beta2=1.5', '--beta1 and --beta2 must be in [0, 1)'),
     pytest.param('--device=mps', 'no usable MPS backend',
                  marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason='this machine has MPS')),
 ])
