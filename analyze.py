@@ -651,8 +651,7 @@ if __name__ == '__main__':
         die(f"--min_context must be 0 or more, not {min_context}")
     if min(batch_size, top_n, tokens) < 1:
         die(f"--batch_size, --top_n and --tokens must be 1 or more, not {batch_size}, {top_n} and {tokens}")
-    if json:
-        output_file(json)
+    output_file(json)
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"

@@ -122,8 +122,7 @@ if __name__ == '__main__':
         die("--steps, --repeats and --sample_repeats must each be 1 or more")
     if topk < 1:
         die("--topk must be 1 or more: bench.py compares the TopK model with its dense twin, which it builds itself")
-    if json:
-        output_file(json)
+    output_file(json)
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "
           f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"

@@ -26,8 +26,10 @@ def die(msg):
 
 
 def output_file(path, key='json'):
-    """Check an output file's path, and make its folder, before the work: a bad --json found after a
-    long run would lose the run's results."""
+    """Check an output file's path ('' = none), and make its folder, before the work: a bad --json found
+    after a long run would lose the run's results."""
+    if not path:
+        return
     if os.path.isdir(path):
         die(f"--{key}={path} is a folder: give a file path, as --{key}={os.path.join(path, 'results.json')}")
     try:

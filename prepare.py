@@ -217,12 +217,10 @@ def write_dataset(out, pieces, meta, extra_files=None):
         for fname, obj in {'meta.json': meta, **(extra_files or {})}.items():
             with open(os.path.join(tmp, fname), 'w') as f:
                 json.dump(obj, f, indent=1)
-        old = tmp + '-old' if os.path.exists(out) else None  # a dataset (main checked its meta.json), --force
-        if old:  # moved aside, not deleted, until the new one is in place: a crash leaves both on disk
-            os.replace(out, old)
+        if os.path.exists(out):  # a dataset (main checked its meta.json), --force: moved aside, and deleted
+            os.replace(out, tmp + '-old')  # only once the new one is in place, so a crash leaves both on disk
         os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old)
+        shutil.rmtree(tmp + '-old', ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out}/: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "

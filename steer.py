@@ -430,8 +430,7 @@ def main():
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
     check_sampling(temperature, top_k)
-    if json:
-        output_file(json)
+    output_file(json)
     if words and concept:
         die("give --concept=NAME or --words=a,b,c, not both")
     if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
