@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, die, output_file
+from configurator import configure, die, output_dir, output_file
 from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, read_metrics, record_activations
 from prepare import open_split
 from sample import load_run
@@ -652,6 +652,8 @@ if __name__ == '__main__':
     if min(batch_size, top_n, tokens) < 1:
         die(f"--batch_size, --top_n and --tokens must be 1 or more, not {batch_size}, {top_n} and {tokens}")
     output_file(json)
+    if report_dir:
+        output_dir(report_dir)
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"

@@ -38,6 +38,16 @@ def output_file(path, key='json'):
         die(f"--{key}={path}: cannot make its folder ({e.strerror})")
 
 
+def output_dir(path, key='report_dir'):
+    """The same for an output folder: made before the work, or one line saying why it cannot be."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        die(f"--{key}={path} is a file: give a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        die(f"--{key}={path}: cannot make it ({e.strerror})")
+
+
 def _comments(script):
     """{key: comment} from lines like `key = value  # comment` at the top level of the script."""
     try:

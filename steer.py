@@ -5,7 +5,7 @@ neuron on at layer i turns a story toward that neuron's concept).
     python steer.py --out_dir=out-concepts-topk --concept=weather            # find neurons, steer with the best
     python steer.py --out_dir=out-concepts-topk --concept=weather --sweep    # rate and perplexity vs strength
     python steer.py --out_dir=out-concepts-topk --concept=all --sweep        # every concept of the lexicon
-    python steer.py --out_dir=out-concepts-topk --neuron=1:37 --scale=4 --start="the king"
+    python steer.py --out_dir=out-concepts-topk --neuron=1:29 --scale=0.75 --words=rain,snow --start="the farmer"
 
 Two different questions find two different lists of neurons for a concept:
 - fires on: which neurons are active when the *input* token is a concept word? Ranked by purity
@@ -28,7 +28,9 @@ activation on val data. Unsteered and steered samples share their random seeds, 
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters and apostrophes, lowercased; a possessive 's counts as
 its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
-the unsteered model, each with the context it was generated from. --logit_bias adds a reference
+the unsteered model, each with the context it was generated from. A --sweep picks the strength with
+the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
+again on a second draw (seed + 1): a best of ten noisy rates is otherwise lucky. --logit_bias adds a reference
 with no neuron: a constant added to the logits of the concept's tokens while sampling. No other
 logit changes, so it shows how far favouring the concept alone gets within the same perplexity
 budget; a neuron also moves other tokens and everything computed after it.
@@ -39,12 +41,13 @@ import math
 import os
 import re
 import textwrap
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
 import analyze
-from configurator import configure, die, output_file
+from configurator import configure, die, output_dir, output_file
 from model import neuron_width, topk_layers
 from prepare import get_batch, open_split
 from sample import check_sampling, encode_prompt, load_run
@@ -56,13 +59,13 @@ concept = ''  # a concept of the lexicon, or 'all' for every one
 words = ''  # or the concept as comma-separated words: rain,snow,storm
 lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
-value = 0.0  # the absolute value to force; 0 = use --scale
+value = 0.0  # the absolute value to force (0 switches the neuron off); not given = use --scale
 scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences)
 # the promotes search forces each neuron gently, in the range where steering stays fluent (a sweep's best:
 # 0.375-1x); at 2x, what wins is what breaks sentences
 search_scale = 0.5  # the promotes search forces each neuron at this x its max activation
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
-positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only
+positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only (not the first: the prompt predicts it)
 start = '\n'  # the prompt; FILE:path reads it from a file
 num_samples = 128  # samples per condition: rates average over them, and with fewer the baseline is noisy
 max_new_tokens = 64  # tokens generated per sample
@@ -82,6 +85,7 @@ json = ''  # write the results as JSON to this path
 report_dir = ''  # where the sweep PNG goes; default out_dir/steer
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 data_dir = ''  # where the run's dataset lives; '' = where it was trained from
+given = set()  # the settings set on the command line: --value=0 is a value, not "use --scale"
 # -----------------------------------------------------------------------------
 
 WORD_RE = re.compile(r"[A-Za-z']+")
@@ -218,6 +222,14 @@ def generated_nll(model, seqs, first):
     return nll.sum().item(), nll.numel()
 
 
+def writable(encode, word):
+    """Whether the tokenizer can encode word at all: if not, the model can never generate it."""
+    try:
+        return bool(encode(word))
+    except ValueError:
+        return False
+
+
 def is_concept(word, concept_words):
     """A word, lowercased, or the word before its possessive 's ("dog's"), is one of concept_words."""
     w = word.lower()
@@ -237,25 +249,26 @@ def add_logit_bias(model, ids, b):
     return model.lm_head.register_forward_hook(lambda m, i, out: out + bias.to(out.dtype))
 
 
-def generate(model, prompt, neurons, bias=None):
+def generate(model, prompt, neurons, bias=None, draw=0):
     """num_samples continuations of prompt, with the neurons {(layer, j): value} forced (none: the
     unsteered model), or with bias = (token ids, b) added to those tokens' logits. The generator's
-    seed is the same for every call."""
+    seed is the same for every call of a draw: draw 0 for the samples a sweep picks its strength on,
+    draw 1 for the new samples that measure the pick again."""
     handles = steer(model, neurons, prompt.size(1), positions, mode) if neurons else []
     if bias:
         handles.append(add_logit_bias(model, *bias))
     try:
         return model.generate(prompt.repeat(num_samples, 1), max_new_tokens, temperature=temperature,
-                              top_k=top_k or None, generator=torch.Generator(device=prompt.device).manual_seed(seed))
+                              top_k=top_k or None, generator=torch.Generator(device=prompt.device).manual_seed(seed + draw))
     finally:
         for h in handles:
             h.remove()
 
 
-def measure(model, prompt, neurons, decode, bias=None):
+def measure(model, prompt, neurons, decode, bias=None, draw=0):
     """Samples with the neurons forced (None: unsteered) or the logit bias, and their perplexity under
     the unsteered model."""
-    seqs = generate(model, prompt, neurons, bias)
+    seqs = generate(model, prompt, neurons, bias, draw)
     P = prompt.size(1)
     nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
     return dict(ppl=math.exp(nll / max(1, n)), texts=[decode(s[P:].tolist()) for s in seqs])
@@ -303,11 +316,12 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
     show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
                  f"concept's share of the probability moved; the tokens it fires on):", prom_rows)
     per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
-    same = len(set(per_layer.values())) == 1 and len(per_layer) > 1
+    index, n = Counter(per_layer.values()).most_common(1)[0]  # the paper's consistent neurons across layers
     print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())
-          + (" (the same index in every layer)" if same else ''))
+          + (f" (index {index} wins in {n} of {len(per_layer)} layers)" if n > 1 else ''))
     return dict(fires_on=fire_rows, promotes=prom_rows, best_per_layer={str(l): j for l, j in per_layer.items()},
-                same_index_across_layers=same)
+                same_index=dict(index=index, layers=n, of=len(per_layer)),
+                same_index_across_layers=n == len(per_layer) > 1)
 
 
 def report_runs(runs, base, key, concept_words):
@@ -332,41 +346,53 @@ def numbers(runs):
     return [{k: v for k, v in r.items() if k != 'texts'} for r in runs]
 
 
-def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_words, x, y, chosen):
-    """Find neurons (unless given), steer and measure one concept against the unsteered samples base;
-    returns the JSON-able result."""
+def measure_again(model, prompt, decode, pick, fresh, key, concept_words, neurons=None, bias=None):
+    """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
+    is: measure it again on new samples (draw 1), against the unsteered model's on the same draw."""
+    r = dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1))
+    r['rate'] = concept_rate(r['texts'], concept_words)
+    print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
+    ok, _ = report_runs([r], fresh, key, concept_words)
+    return r, bool(ok)
+
+
+def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, chosen):
+    """Find neurons (unless given), steer and measure one concept against the unsteered samples: bases
+    holds those of draw 0 and, for a sweep, of draw 1. Returns the JSON-able result."""
     result = dict(concept=name)
     ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
     if not chosen:
-        if not len(ids):
-            die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
-                "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
         result.update(find_neurons(model, stats, decode, ids, c, name, x, y))
         chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
     max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
-    if not value and any(m <= 0 for m in max_act.values()):
+    by_value = 'value' in given  # else the strength is a --scale of each neuron's max activation
+    if not by_value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
             "so --scale has nothing to scale: give --value")
-    base = dict(base, rate=concept_rate(base['texts'], concept_words))
-    key = 'value' if value else 'scale'  # what the strength was given as
+    base, *fresh = [dict(b, rate=concept_rate(b['texts'], concept_words)) for b in bases]
+    key = 'value' if by_value else 'scale'  # what the strength was given as
+    forcing = lambda sc: {n: value if by_value else sc * m for n, m in max_act.items()}
     runs = []
-    for sc in [None] if value else strengths if sweep else [scale]:
-        forced = {n: value if value else sc * m for n, m in max_act.items()}
-        r = measure(model, prompt, forced, decode)
-        runs.append(dict(scale=sc, value=value or None, strength=list(forced.values()),
+    for sc in [None] if by_value else strengths if sweep else [scale]:
+        r = measure(model, prompt, forcing(sc), decode)
+        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forcing(sc).values()),
                          rate=concept_rate(r['texts'], concept_words), **r))
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
     ok, best = report_runs(runs, base, key, concept_words)
+    unsteered, steered, within = base, best, bool(ok)
+    if fresh:
+        unsteered = fresh[0]
+        steered, within = measure_again(model, prompt, decode, best, unsteered, key, concept_words, forcing(best['scale']))
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
-    for a, b in list(zip(base['texts'], best['texts']))[:show]:
+    for a, b in list(zip(unsteered['texts'], steered['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
     result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
-                  scale=best['scale'], value=best['value'], within_budget=bool(ok), baseline_rate=base['rate'], steered_rate=best['rate'], ppl_unsteered=base['ppl'],
-                  ppl_steered=best['ppl'], sweep=numbers(runs),
-                  samples=dict(unsteered=base['texts'][:show], steered=best['texts'][:show]))
+                  scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
+                  steered_rate=steered['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=steered['ppl'],
+                  sweep=numbers(runs), samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
         print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
@@ -376,7 +402,11 @@ def run_concept(model, stats, decode, prompt, base, labels, c, name, concept_wor
             r = measure(model, prompt, None, decode, (ids, b))
             refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
-        result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=bool(ok_ref), rate=best_ref['rate'],
+        ok_ref = bool(ok_ref)
+        if fresh:  # picked as the neuron's strength was, so measured again as it was
+            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, unsteered, 'bias', concept_words,
+                                             bias=(ids, best_ref['bias']))
+        result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], sweep=numbers(refs))
     if sweep:
         plot_sweep(name, neurons_txt, base, runs, refs)
@@ -416,6 +446,33 @@ def plot_sweep(name, neurons_txt, base, runs, refs=()):
     analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))
 
 
+def check_words(concepts, labels, encode, decode, vocab_size, search):
+    """Each concept's words against the vocabulary: one line and exit when none can be counted (or, for
+    the search, none is a token); a note for a word that cannot be written, that is not one token, or
+    that two concepts share."""
+    vocab = {decode([t]).strip().lower() for t in range(vocab_size)}
+    owner = {}  # a word in two concepts: concept_labels gives its token to the later one
+    for c, (name, ws) in enumerate(concepts.items()):
+        never = [w for w in ws if not writable(encode, w)]  # a word tokenizer's unknown word, say
+        if ws and len(never) == len(ws):
+            die(f"this vocabulary cannot write any of {', '.join(ws)}, so their rate is 0 whatever is forced: "
+                "give words it has (python sample.py shows its text)")
+        if search and not (labels == c).any():
+            die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
+                "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
+        of = f" ({name})" if concept else ''
+        if never:
+            print(f"note: this vocabulary cannot write {', '.join(never)}{of}, so the model never generates it")
+        split = [w for w in ws if w not in vocab and w not in never]
+        if split:
+            print(f"note: {', '.join(split)}{of}: not one token of this vocabulary: counted in the concept rate "
+                  "where the model spells them, left out of the neuron search")
+        for w in ws:
+            if w in owner:
+                print(f"note: {w} is a word of {owner[w]} and of {name}: counted in both rates, searched for {name}")
+            owner[w] = name
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
@@ -431,11 +488,13 @@ def main():
         die(f"--mode takes set or add, not {mode!r}")
     check_sampling(temperature, top_k)
     output_file(json)
+    if sweep and report_dir:
+        output_dir(report_dir, 'report_dir')
     if words and concept:
         die("give --concept=NAME or --words=a,b,c, not both")
     if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
         die("--strengths needs a value, and --num_samples, --max_new_tokens, --contexts, --top and --candidates 1 or more")
-    if sweep and value:
+    if sweep and 'value' in given:
         die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
         die(f"--logit_bias takes numbers, as --logit_bias=2,4,6, not {','.join(map(str, logit_bias))}")
@@ -457,23 +516,19 @@ def main():
     else:
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
-    # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
+    check_words(concepts, labels, encode, decode, model.config.vocab_size, search=not chosen)
+    # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
     stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model's sites: its TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
-    for c, (name, ws) in enumerate(concepts.items()):
-        found = {decode([t]).strip().lower() for t in (labels == c).nonzero().squeeze(1).tolist()}
-        missing = [w for w in ws if w not in found]
-        if missing:
-            print(f"note: {', '.join(missing)} ({name}) is not a token of this vocabulary: counted in the "
-                  "concept rate, not in the neuron search")
-    base = measure(model, prompt, None, decode)  # the unsteered samples, shared by every concept
+    # the unsteered samples, shared by every concept; a sweep measures its pick again on a second draw
+    bases = [measure(model, prompt, None, decode, draw=d) for d in range(1 + sweep)]
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        results.append(run_concept(model, stats, decode, prompt, base, labels, c, name, set(concept_words), x, y,
+        results.append(run_concept(model, stats, decode, prompt, bases, labels, c, name, set(concept_words), x, y,
                                    chosen))
     if len(results) > 1:
         summary(results)
@@ -489,16 +544,20 @@ def summary(results):
     def ratio(rate, r):
         return f"{rate / r['baseline_rate']:.1f}x" if r['baseline_rate'] else 'no baseline'
 
+    def same_index(r):  # the most common best index, if it wins in more than one layer
+        s = r.get('same_index', dict(layers=0))
+        return f"{s['index']}: {s['layers']} of {s['of']} layers" if s['layers'] > 1 else '-'
+
     def strength_of(r):
-        return f"value {r['value']:g}" if r.get('value') else f"{r['scale']:g}"
+        return f"value {r['value']:g}" if r.get('value') is not None else f"{r['scale']:g}"
     print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | "
-          "same index in every layer |" + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
+          "same index wins in |" + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
     print("|---|---|---:|---:|---:|---:|---:|---|" + ("---:|" if ref else ''))
     for r in results:
         row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
                f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {strength_of(r)} | "
-               f"{'yes' if r.get('same_index_across_layers') else 'no'} |")
+               f"{same_index(r)} |")
         if ref:
             b = r['logit_bias']
             row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
@@ -514,6 +573,6 @@ def summary(results):
 
 
 if __name__ == '__main__':
-    configure(globals())
+    configure(globals(), given=given)
     torch.set_grad_enabled(False)
     main()

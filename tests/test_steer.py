@@ -9,7 +9,8 @@ import torch
 from conftest import run
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
-from steer import add_logit_bias, concept_rate, generated_nll, promote_rank, promote_search, steer
+from steer import (add_logit_bias, concept_rate, first_order, generate, generated_nll, promote_rank, promote_search,
+                   report_runs, steer)
 
 
 def tiny():
@@ -25,9 +26,11 @@ def record(model, layer):
     return seen, handle
 
 
-@pytest.mark.parametrize('positions,mode', [('all', 'set'), ('prompt', 'set'), ('all', 'add')])
-def test_the_hook_changes_exactly_the_requested_coordinates(positions, mode):
+@pytest.mark.parametrize('positions,mode,start', [('all', 'set', 0), ('prompt', 'set', 0), ('all', 'add', 0),
+                                                  ('new', 'set', 2), ('prompt', 'add', 2)])
+def test_the_hook_changes_exactly_the_requested_coordinates(positions, mode, start):
     model = tiny()
+    model.start_pos = start  # the window's first absolute position, as generate() sets it
     x = torch.randint(0, 40, (2, 10))
     seen, handle = record(model, 1)
     model(x)
@@ -36,13 +39,15 @@ def test_the_hook_changes_exactly_the_requested_coordinates(positions, mode):
     seen2, _ = record(model, 1)
     model(x)
     before, after = seen[0], seen2[0]
-    changed = (before != after)
-    in_range = torch.arange(10) < (4 if positions == 'prompt' else 10)
-    expect = torch.zeros_like(changed)
+    pos = start + torch.arange(10)
+    in_range = {'all': pos >= 0, 'prompt': pos < 4, 'new': pos >= 4}[positions]
+    assert 0 < in_range.sum() < 10 or positions == 'all'
+    expect = torch.zeros_like(before, dtype=torch.bool)
     expect[:, in_range, 5] = expect[:, in_range, 9] = True
-    assert torch.equal(changed | expect, expect)  # nothing else moved
-    want5 = 7.0 if mode == 'set' else before[:, in_range, 5] + 7.0
-    assert torch.allclose(after[:, in_range, 5], torch.as_tensor(want5).expand_as(after[:, in_range, 5]))
+    assert torch.equal(before != after, expect)  # both neurons moved where asked, and nothing else
+    for j, v in ((5, 7.0), (9, 3.0)):
+        want = v if mode == 'set' else before[:, in_range, j] + v
+        assert torch.allclose(after[:, in_range, j], torch.as_tensor(want).expand_as(after[:, in_range, j]))
     for h in handles:
         h.remove()
 
@@ -85,6 +90,43 @@ def test_the_promotes_search_is_the_exact_intervention_and_its_moved_mass_bounds
     assert (moved >= delta.abs() - 1e-6).all()  # a set's gain is part of the mass moved
 
 
+def test_a_layer_wider_than_candidates_is_searched_among_its_first_order_picks_and_the_best_survives(monkeypatch):
+    model = tiny()
+    x, y = torch.randint(0, 40, (4, 12)), torch.randint(0, 40, (4, 12))
+    strength = {l: torch.full((32,), 3.0) for l in topk_layers(model)}
+    for ids in (torch.tensor([5, 6, 7]), torch.tensor([20, 30])):
+        _, exact = promote_search(model, x, y, ids, strength)  # 32 wide, 256 candidates: every neuron forced
+        monkeypatch.setattr(steer_module, 'candidates', 8)
+        _, picked = promote_search(model, x, y, ids, strength)
+        for layer, (delta, _) in picked.items():
+            forced = torch.isfinite(delta).nonzero().squeeze(1)
+            assert sorted(forced.tolist()) == sorted(first_order(model, x, y, ids, layer, strength[layer]).tolist())
+            assert len(forced) == 8 and exact[layer][0].argmax() in forced  # the exact best is among the 8
+            assert torch.allclose(delta[forced], exact[layer][0][forced], atol=1e-6)
+        monkeypatch.setattr(steer_module, 'candidates', 256)
+
+
+def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
+    for k, v in dict(num_samples=3, max_new_tokens=12, temperature=1.0, top_k=0, mode='add').items():
+        monkeypatch.setattr(steer_module, k, v)
+    model, prompt = tiny(), torch.randint(0, 40, (1, 4))
+    plain = generate(model, prompt, None)
+    assert torch.equal(generate(model, prompt, {(0, 3): 0.0}), plain)  # adding 0: the same samples
+    assert not torch.equal(generate(model, prompt, {(0, 3): 5.0}), plain)  # the neuron is the difference
+    assert not torch.equal(generate(model, prompt, None, draw=1), plain)  # a second draw is new samples
+
+
+def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch, capsys):
+    monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
+    base = dict(rate=0.02, ppl=3.0)
+    runs = [dict(scale=s, rate=r, ppl=p) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 5.9), (1.0, 0.30, 6.1)]]
+    ok, best = report_runs(runs, base, 'scale', {'rain'})
+    assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 1.0 is over 2 x 3.0
+    assert 'over the 2x budget' in capsys.readouterr().out
+    ok, best = report_runs(runs[1:], dict(base, ppl=2.0), 'scale', {'rain'})
+    assert ok == [] and best['scale'] == 0.75  # none within: the most fluent
+
+
 def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_moves_a_whole_class():
     delta = torch.tensor([0.10, 0.12, 0.01, -0.02, -math.inf])  # the last: not forced (a wide layer)
     moved = torch.tensor([0.10, 0.60, 0.01, 0.30, math.inf])  # 1: the concept is a fifth of what it moves
@@ -121,8 +163,10 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_as_their_w
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys):
     row = dict(concept='zoo', neurons=['0:1'], baseline_rate=0.0, steered_rate=0.0, ppl_unsteered=3.0,
                ppl_steered=3.0, scale=1.0, within_budget=True)
-    steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06)])
-    assert '1/2 concepts' in capsys.readouterr().out
+    steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06,
+                                    same_index=dict(index=58, layers=2, of=3))])
+    out = capsys.readouterr().out
+    assert '1/2 concepts' in out and '| 58: 2 of 3 layers |' in out
 
 
 def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp_path):
@@ -151,7 +195,7 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     assert 'fires on animals' in r.stdout and 'promotes animals' in r.stdout and 'unsteered | steered' in r.stdout
     results = json.loads(out.read_text())['results']
     assert len(results) == 10
-    ratios = [x['steered_rate'] / max(x['baseline_rate'], 1e-9) for x in results]
+    ratios = [x['steered_rate'] / x['baseline_rate'] for x in results if x['baseline_rate'] > 0]
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
                           'ppl_steered', 'fires_on', 'promotes', 'logit_bias'} for x in results)
@@ -159,12 +203,25 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     assert 'with the logit-bias reference instead of a neuron' in r.stdout
 
 
-def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
+def test_a_sweep_writes_its_plot_and_reports_its_pick_measured_on_new_samples(concepts_run, data_dir, tmp_path):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--sweep',
             '--strengths=1,2', '--logit_bias=4', '--num_samples=4', '--max_new_tokens=10', '--tokens=5000',
-            f'--report_dir={tmp_path}')
+            f'--report_dir={tmp_path / "plots"}', f'--json={tmp_path / "s.json"}')
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / 'sweep_weather.png').stat().st_size > 0 and str(tmp_path / 'sweep_weather.png') in r.stdout
+    png = tmp_path / 'plots' / 'sweep_weather.png'
+    assert png.stat().st_size > 0 and str(png) in r.stdout
+    result = json.loads((tmp_path / 's.json').read_text())['results'][0]
+    picked = next(x for x in result['sweep'] if x['scale'] == result['scale'])
+    assert result['ppl_steered'] != picked['ppl']  # a second draw of samples, not the one the pick was made on
+    assert 'measured again on new samples' in r.stdout
+
+
+def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
+    r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1',
+            '--value=0', '--num_samples=2', '--max_new_tokens=8', '--tokens=2000', '--show=0', f'--json={tmp_path / "v.json"}')
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / 'v.json').read_text())['results'][0]
+    assert result['value'] == 0 and result['strength'] == [0] and result['scale'] is None  # switched off
 
 
 @pytest.mark.parametrize('args,message', [
@@ -172,13 +229,15 @@ def test_a_sweep_writes_its_plot(concepts_run, data_dir, tmp_path):
     (['--neuron=0:64'], 'neuron index 64 is out of range: a TopK layer has neurons 0..63'),
     (['--neuron=zero'], 'a neuron is LAYER:INDEX'),
     (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
-    (['--words=zebra'], "no token of this vocabulary is a word of 'zebra'"),
+    (['--words=zebra,gnu'], "this vocabulary cannot write any of zebra, gnu"),
+    (['--neuron=0:1', '--words=zebra'], "this vocabulary cannot write any of zebra"),  # a rate of 0 -> 0 otherwise
     ([], 'give --concept=NAME'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--strengths='], '--strengths needs a value'),
     (['--neuron=0:1', '--concept=weather', '--num_samples=0'], '--num_samples, --max_new_tokens, --contexts, --top'),
     (['--concept=weather', '--top=0'], '--top and --candidates 1 or more'),
     (['--concept=weather', '--json=.'], '--json=. is a folder'),  # found before the work, not after
+    (['--concept=weather', '--sweep', '--report_dir=README.md'], '--report_dir=README.md is a file'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
