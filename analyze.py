@@ -651,12 +651,12 @@ if __name__ == '__main__':
         die(f"--min_context must be 0 or more, not {min_context}")
     if min(batch_size, top_n, tokens) < 1:
         die(f"--batch_size, --top_n and --tokens must be 1 or more, not {batch_size}, {top_n} and {tokens}")
-    output_file(json)
-    if report_dir:
-        output_dir(report_dir)
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"
         die(f"name one command: neurons, evolution or layers; {given} (see --help)")
+    output_file(json)
+    if report_dir:  # the default, out_dir/analysis, is made once out_dir is known to hold a run
+        output_dir(report_dir)
     torch.set_grad_enabled(False)
     commands[_args[0]]()

@@ -316,12 +316,12 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
     show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
                  f"concept's share of the probability moved; the tokens it fires on):", prom_rows)
     per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
-    index, n = Counter(per_layer.values()).most_common(1)[0]  # the paper's consistent neurons across layers
+    # the paper's consistent neurons across layers: the index that wins in most layers (a tie: the first seen)
+    index, n = Counter(per_layer.values()).most_common(1)[0]
     print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())
           + (f" (index {index} wins in {n} of {len(per_layer)} layers)" if n > 1 else ''))
     return dict(fires_on=fire_rows, promotes=prom_rows, best_per_layer={str(l): j for l, j in per_layer.items()},
-                same_index=dict(index=index, layers=n, of=len(per_layer)),
-                same_index_across_layers=n == len(per_layer) > 1)
+                same_index=dict(index=index, layers=n, of=len(per_layer)))
 
 
 def report_runs(runs, base, key, concept_words):
@@ -346,19 +346,19 @@ def numbers(runs):
     return [{k: v for k, v in r.items() if k != 'texts'} for r in runs]
 
 
-def measure_again(model, prompt, decode, pick, fresh, key, concept_words, neurons=None, bias=None):
+def measure_again(model, prompt, decode, pick, base1, key, concept_words, neurons=None, bias=None):
     """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
-    is: measure it again on new samples (draw 1), against the unsteered model's on the same draw."""
+    is: measure it again on new samples (draw 1), against the unsteered samples base1 of the same draw."""
     r = dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1))
     r['rate'] = concept_rate(r['texts'], concept_words)
     print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
-    ok, _ = report_runs([r], fresh, key, concept_words)
+    ok, _ = report_runs([r], base1, key, concept_words)
     return r, bool(ok)
 
 
 def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, chosen):
     """Find neurons (unless given), steer and measure one concept against the unsteered samples: bases
-    holds those of draw 0 and, for a sweep, of draw 1. Returns the JSON-able result."""
+    holds those of draw 0 and, for a sweep, of draw 1 (else None). Returns the JSON-able result."""
     result = dict(concept=name)
     ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
     if not chosen:
@@ -369,11 +369,17 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     if not by_value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
             "so --scale has nothing to scale: give --value")
-    base, *fresh = [dict(b, rate=concept_rate(b['texts'], concept_words)) for b in bases]
+    base, base1 = (dict(b, rate=concept_rate(b['texts'], concept_words)) if b else None for b in bases)
     key = 'value' if by_value else 'scale'  # what the strength was given as
     forcing = lambda sc: {n: value if by_value else sc * m for n, m in max_act.items()}
+    if by_value:
+        scales = [None]
+    elif sweep:
+        scales = strengths
+    else:
+        scales = [scale]
     runs = []
-    for sc in [None] if by_value else strengths if sweep else [scale]:
+    for sc in scales:
         r = measure(model, prompt, forcing(sc), decode)
         runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forcing(sc).values()),
                          rate=concept_rate(r['texts'], concept_words), **r))
@@ -381,9 +387,9 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
     ok, best = report_runs(runs, base, key, concept_words)
     unsteered, steered, within = base, best, bool(ok)
-    if fresh:
-        unsteered = fresh[0]
-        steered, within = measure_again(model, prompt, decode, best, unsteered, key, concept_words, forcing(best['scale']))
+    if sweep:
+        unsteered = base1
+        steered, within = measure_again(model, prompt, decode, best, base1, key, concept_words, forcing(best['scale']))
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(unsteered['texts'], steered['texts']))[:show]:
@@ -392,7 +398,7 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
                   steered_rate=steered['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=steered['ppl'],
-                  sweep=numbers(runs), samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
+                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl']), samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
         print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
@@ -403,8 +409,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
             refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         ok_ref = bool(ok_ref)
-        if fresh:  # picked as the neuron's strength was, so measured again as it was
-            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, unsteered, 'bias', concept_words,
+        if sweep:  # picked as the neuron's strength was, so measured again as it was
+            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, base1, 'bias', concept_words,
                                              bias=(ids, best_ref['bias']))
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], sweep=numbers(refs))
@@ -446,10 +452,10 @@ def plot_sweep(name, neurons_txt, base, runs, refs=()):
     analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))
 
 
-def check_words(concepts, labels, encode, decode, vocab_size, search):
+def check_words(concepts, labels, encode, decode, vocab_size, search, named):
     """Each concept's words against the vocabulary: one line and exit when none can be counted (or, for
     the search, none is a token); a note for a word that cannot be written, that is not one token, or
-    that two concepts share."""
+    that two concepts share. named: the concepts have names (a lexicon's), not just their words."""
     vocab = {decode([t]).strip().lower() for t in range(vocab_size)}
     owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
@@ -460,7 +466,7 @@ def check_words(concepts, labels, encode, decode, vocab_size, search):
         if search and not (labels == c).any():
             die(f"no token of this vocabulary is a word of {name!r}, so no neuron can be searched for: "
                 "name one with --neuron=LAYER:INDEX (analyze.py finds candidates)")
-        of = f" ({name})" if concept else ''
+        of = f" ({name})" if named else ''
         if never:
             print(f"note: this vocabulary cannot write {', '.join(never)}{of}, so the model never generates it")
         split = [w for w in ws if w not in vocab and w not in never]
@@ -487,9 +493,6 @@ def main():
     if mode not in ('set', 'add'):
         die(f"--mode takes set or add, not {mode!r}")
     check_sampling(temperature, top_k)
-    output_file(json)
-    if sweep and report_dir:
-        output_dir(report_dir, 'report_dir')
     if words and concept:
         die("give --concept=NAME or --words=a,b,c, not both")
     if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
@@ -517,14 +520,17 @@ def main():
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
     labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
-    check_words(concepts, labels, encode, decode, model.config.vocab_size, search=not chosen)
+    check_words(concepts, labels, encode, decode, model.config.vocab_size, search=not chosen, named=bool(concept))
+    output_file(json)  # the outputs' folders are made before the work: a bad one found after it loses it
+    if sweep:
+        output_dir(report_dir or os.path.join(out_dir, 'steer'))
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
     stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model's sites: its TopK layers
     x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
                      torch.Generator().manual_seed(seed), dev)
     # the unsteered samples, shared by every concept; a sweep measures its pick again on a second draw
-    bases = [measure(model, prompt, None, decode, draw=d) for d in range(1 + sweep)]
+    bases = [measure(model, prompt, None, decode), measure(model, prompt, None, decode, draw=1) if sweep else None]
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
@@ -550,14 +556,19 @@ def summary(results):
 
     def strength_of(r):
         return f"value {r['value']:g}" if r.get('value') is not None else f"{r['scale']:g}"
-    print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale | "
-          "same index wins in |" + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
-    print("|---|---|---:|---:|---:|---:|---:|---|" + ("---:|" if ref else ''))
+
+    def picked_on(r):  # a sweep's pick on the draw it was picked on, before it was measured again
+        run, b = next(x for x in r['sweep'] if x['scale'] == r['scale']), r['sweep_baseline']
+        return f" {run['rate'] / b['rate']:.1f}x |" if b['rate'] else ' no baseline |'
+    print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale |"
+          + (" ratio on the draw it was picked on |" if sweep else '') + " the index that wins in most TopK layers |"
+          + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
     for r in results:
         row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
-               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {strength_of(r)} | "
-               f"{same_index(r)} |")
+               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {strength_of(r)} |"
+               + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
         if ref:
             b = r['logit_bias']
             row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
