@@ -26,8 +26,8 @@ Steering is a plain forward hook on the layer's TopK module: --mode=set writes t
 at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
 activation on val data. Unsteered and steered samples share their random seeds, so the only
 difference between the two is the neuron; concept words are *marked* in the output. The concept
-rate is the share of generated words (letters and apostrophes, lowercased; a possessive 's counts as
-its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
+rate is the share of generated words (letters and apostrophes, lowercased, out of quotes; a possessive
+'s counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
 the unsteered model, each with the context it was generated from. A --sweep picks the strength with
 the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
 again on a second draw (seed + 1): a best of ten noisy rates is otherwise lucky. --logit_bias adds a reference
@@ -231,8 +231,9 @@ def writable(encode, word):
 
 
 def is_concept(word, concept_words):
-    """A word, lowercased, or the word before its possessive 's ("dog's"), is one of concept_words."""
-    w = word.lower()
+    """A word, lowercased and out of its quotes ('rain'), or the word before its possessive 's ("dog's"),
+    is one of concept_words."""
+    w = word.lower().strip("'")
     return w in concept_words or (w.endswith("'s") and w[:-2] in concept_words)
 
 

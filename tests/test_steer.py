@@ -155,9 +155,9 @@ def test_generated_text_is_scored_with_the_context_it_was_generated_with():
     assert count == 3 * 35 and total == pytest.approx(by_hand, rel=1e-5)
 
 
-def test_the_concept_rate_counts_words_not_separators_and_possessives_as_their_word():
-    text = "Lily saw the rain.<|endoftext|>Tom liked the dog's bone."  # 9 words, 2 of the concept
-    assert concept_rate([text], {'rain', 'dog'}) == pytest.approx(2 / 9)
+def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted_words_as_their_word():
+    text = "Lily saw the rain.<|endoftext|>Tom liked the dog's 'rain'."  # 9 words, 3 of the concept
+    assert concept_rate([text], {'rain', 'dog'}) == pytest.approx(3 / 9)
 
 
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
