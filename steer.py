@@ -381,8 +381,9 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
         scales = [scale]
     runs = []
     for sc in scales:
-        r = measure(model, prompt, forcing(sc), decode)
-        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forcing(sc).values()),
+        forced = forcing(sc)
+        r = measure(model, prompt, forced, decode)
+        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()),
                          rate=concept_rate(r['texts'], concept_words), **r))
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
@@ -399,7 +400,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
                   steered_rate=steered['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=steered['ppl'],
-                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl']), samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
+                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl']),
+                  samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
         print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
@@ -453,11 +455,12 @@ def plot_sweep(name, neurons_txt, base, runs, refs=()):
     analyze.save_fig(fig, os.path.join(folder, f"sweep_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}.png"))
 
 
-def check_words(concepts, labels, encode, decode, vocab_size, search, named):
+def check_words(concepts, labels, encode, decode, search, named):
     """Each concept's words against the vocabulary: one line and exit when none can be counted (or, for
     the search, none is a token); a note for a word that cannot be written, that is not one token, or
     that two concepts share. named: the concepts have names (a lexicon's), not just their words."""
-    vocab = {decode([t]).strip().lower() for t in range(vocab_size)}
+    # the words that are one token: every such token got a concept's label (a shared word, the later concept's)
+    tokens = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
     owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
         never = [w for w in ws if not writable(encode, w)]  # a word tokenizer's unknown word, say
@@ -470,7 +473,7 @@ def check_words(concepts, labels, encode, decode, vocab_size, search, named):
         of = f" ({name})" if named else ''
         if never:
             print(f"note: this vocabulary cannot write {', '.join(never)}{of}, so the model never generates it")
-        split = [w for w in ws if w not in vocab and w not in never]
+        split = [w for w in ws if w not in tokens and w not in never]
         if split:
             print(f"note: {', '.join(split)}{of}: not one token of this vocabulary: counted in the concept rate "
                   "where the model spells them, left out of the neuron search")
@@ -521,7 +524,7 @@ def main():
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
     labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
-    check_words(concepts, labels, encode, decode, model.config.vocab_size, search=not chosen, named=bool(concept))
+    check_words(concepts, labels, encode, decode, search=not chosen, named=bool(concept))
     output_file(json)  # the outputs' folders are made before the work: a bad one found after it loses it
     if sweep:
         output_dir(report_dir or os.path.join(out_dir, 'steer'))
