@@ -75,9 +75,9 @@ seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1)
-# TopK inside the MLP (topk_site='mlp'): a neuron is one of k writing into a dense residual stream, and
-# fluency breaks at 1.5-6x its max, so sweep --strengths=1.5,2,2.5,3,3.5,4,4.5,5,6,7 there (README)
+# TopK inside the MLP, a neuron is one of k writing into a dense residual stream: it steers at 1.5-6x its
+# max, so sweep --strengths=1.5,2,2.5,3,3.5,4,4.5,5,6,7 there (README, Steering)
+strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1; MLP site: 1.5-6)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens
 contexts = 16  # val windows the promotes search forces neurons over
