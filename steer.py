@@ -24,7 +24,8 @@ gently, it can carry a topic on (README, Steering).
 
 Steering is a plain forward hook on the layer's TopK module: --mode=set writes the value, add adds it,
 at --positions=all, prompt or new. The strength is --value, or --scale times the neuron's largest
-activation on val data. Unsteered and steered samples share their random seeds, so the only
+activation on val data; with TopK inside the MLP the defaults are larger (--scale 4, a sweep 1.5-7x), as
+such a neuron steers at larger multiples of its max. Unsteered and steered samples share their random seeds, so the only
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters and apostrophes, lowercased, out of quotes; a possessive
 's counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
@@ -60,7 +61,7 @@ words = ''  # or the concept as comma-separated words: rain,snow,storm
 lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
 value = 0.0  # the absolute value to force (0 switches the neuron off); not given = use --scale
-scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences)
+scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences; TopK inside the MLP: 4)
 # the promotes search forces each neuron gently, in the range where steering stays fluent (a sweep's best:
 # 0.375-1x); at 2x, what wins is what breaks sentences
 search_scale = 0.5  # the promotes search forces each neuron at this x its max activation
@@ -75,9 +76,7 @@ seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-# TopK inside the MLP, a neuron is one of k writing into a dense residual stream: it steers at 1.5-6x its
-# max, so sweep --strengths=1.5,2,2.5,3,3.5,4,4.5,5,6,7 there (README, Steering)
-strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1; MLP site: 1.5-6)
+strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1; TopK inside the MLP: 1.5-7)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens
 contexts = 16  # val windows the promotes search forces neurons over
@@ -89,6 +88,11 @@ device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 given = set()  # the settings set on the command line: --value=0 is a value, not "use --scale"
 # -----------------------------------------------------------------------------
+
+# TopK inside the MLP (topk_site='mlp'), a neuron is one of k writing into a dense residual stream through
+# its own output direction: it steers at 1.5-6x its max (README, Steering), so a model of that site takes
+# these defaults for --scale and --strengths unless they are given
+MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
 WORD_RE = re.compile(r"[A-Za-z']+")
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
@@ -488,7 +492,11 @@ def check_words(concepts, labels, encode, decode, search, named):
 # ----------------------------------------------------------------------------- main
 
 def main():
+    global scale, strengths
     model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
+    if model.config.topk_site == 'mlp':
+        scale = scale if 'scale' in given else MLP_SITE['scale']
+        strengths = strengths if 'strengths' in given else MLP_SITE['strengths']
     dev = model.lm_head.weight.device
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     if not topk_layers(model):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import run
+from conftest import TINY, run
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
 from steer import (add_logit_bias, concept_rate, first_order, generate, generated_nll, promote_rank, promote_search,
@@ -219,6 +219,20 @@ def test_a_sweep_writes_its_plot_and_reports_its_pick_measured_on_new_samples(co
     assert result['ppl_steered'] != picked['ppl'] and result['ppl_unsteered'] != result['sweep_baseline']['ppl']
     assert result['logit_bias']['ppl'] != result['logit_bias']['sweep'][0]['ppl']
     assert r.stdout.count('measured again on new samples') == 2
+
+
+def test_a_model_with_topk_inside_the_mlp_sweeps_the_mlp_strengths_unless_given(data_dir, tmp_path):
+    out = tmp_path / 'mlp'
+    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}', *TINY, '--topk=8',
+            '--topk_site=mlp', '--n_nontopk=1', '--max_iters=2', '--eval_interval=2')
+    assert r.returncode == 0, r.stderr
+    common = [f'--out_dir={out}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1', '--num_samples=2',
+              '--max_new_tokens=4', '--tokens=2000', '--show=0']
+    for extra, scales in [(['--sweep'], steer_module.MLP_SITE['strengths']), (['--sweep', '--strengths=1,2'], [1, 2]),
+                          ([], [steer_module.MLP_SITE['scale']])]:
+        r = run('steer.py', *common, *extra, f'--json={tmp_path / "m.json"}')
+        assert r.returncode == 0, r.stderr
+        assert [x['scale'] for x in json.loads((tmp_path / 'm.json').read_text())['results'][0]['sweep']] == scales
 
 
 def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
