@@ -489,14 +489,20 @@ def check_words(concepts, labels, encode, decode, search, named):
             owner[w] = name
 
 
+def site_defaults(model):
+    """--scale and --strengths for this model: those of MLP_SITE for TopK inside the MLP, unless given."""
+    if model.config.topk_site != 'mlp':
+        return scale, strengths
+    return (scale if 'scale' in given else MLP_SITE['scale'],
+            strengths if 'strengths' in given else MLP_SITE['strengths'])
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
     global scale, strengths
     model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
-    if model.config.topk_site == 'mlp':
-        scale = scale if 'scale' in given else MLP_SITE['scale']
-        strengths = strengths if 'strengths' in given else MLP_SITE['strengths']
+    scale, strengths = site_defaults(model)
     dev = model.lm_head.weight.device
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     if not topk_layers(model):

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, run
+from conftest import run
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
 from steer import (add_logit_bias, concept_rate, first_order, generate, generated_nll, promote_rank, promote_search,
-                   report_runs, steer)
+                   report_runs, site_defaults, steer)
 
 
 def tiny():
@@ -127,6 +127,15 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
     assert ok == [] and best['scale'] == 0.75  # none within: the most fluent
 
 
+def test_a_model_with_topk_inside_the_mlp_gets_the_mlp_strengths_unless_they_are_given(monkeypatch):
+    mlp = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=40, topk=8, topk_site='mlp'))
+    monkeypatch.setattr(steer_module, 'given', set())
+    assert site_defaults(tiny()) == (steer_module.scale, steer_module.strengths)  # the residual site's
+    assert site_defaults(mlp) == (steer_module.MLP_SITE['scale'], steer_module.MLP_SITE['strengths'])
+    monkeypatch.setattr(steer_module, 'given', {'strengths'})
+    assert site_defaults(mlp) == (steer_module.MLP_SITE['scale'], steer_module.strengths)
+
+
 def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_moves_a_whole_class():
     delta = torch.tensor([0.10, 0.12, 0.01, -0.02, -math.inf])  # the last: not forced (a wide layer)
     moved = torch.tensor([0.10, 0.60, 0.01, 0.30, math.inf])  # 1: the concept is a fifth of what it moves
@@ -219,20 +228,6 @@ def test_a_sweep_writes_its_plot_and_reports_its_pick_measured_on_new_samples(co
     assert result['ppl_steered'] != picked['ppl'] and result['ppl_unsteered'] != result['sweep_baseline']['ppl']
     assert result['logit_bias']['ppl'] != result['logit_bias']['sweep'][0]['ppl']
     assert r.stdout.count('measured again on new samples') == 2
-
-
-def test_a_model_with_topk_inside_the_mlp_sweeps_the_mlp_strengths_unless_given(data_dir, tmp_path):
-    out = tmp_path / 'mlp'
-    r = run('train.py', '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}', *TINY, '--topk=8',
-            '--topk_site=mlp', '--n_nontopk=1', '--max_iters=2', '--eval_interval=2')
-    assert r.returncode == 0, r.stderr
-    common = [f'--out_dir={out}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1', '--num_samples=2',
-              '--max_new_tokens=4', '--tokens=2000', '--show=0']
-    for extra, scales in [(['--sweep'], steer_module.MLP_SITE['strengths']), (['--sweep', '--strengths=1,2'], [1, 2]),
-                          ([], [steer_module.MLP_SITE['scale']])]:
-        r = run('steer.py', *common, *extra, f'--json={tmp_path / "m.json"}')
-        assert r.returncode == 0, r.stderr
-        assert [x['scale'] for x in json.loads((tmp_path / 'm.json').read_text())['results'][0]['sweep']] == scales
 
 
 def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
