@@ -86,11 +86,11 @@ json = ''  # write the results as JSON to this path
 report_dir = ''  # where the sweep PNG goes; default out_dir/steer
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 data_dir = ''  # where the run's dataset lives; '' = where it was trained from
-given = set()  # the settings set on the command line: --value=0 is a value, not "use --scale"
+given = set()  # the settings a config file or the command line set: --value=0 is a value, not "use --scale"
 # -----------------------------------------------------------------------------
 
 # TopK inside the MLP (topk_site='mlp'), a neuron is one of k writing into a dense residual stream through
-# its own output direction: it steers at 1.5-6x its max (README, Steering), so a model of that site takes
+# its own output direction: it steers at 1.5-7x its max (README, Steering), so a model of that site takes
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 

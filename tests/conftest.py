@@ -1,22 +1,44 @@
 """Shared fixtures: a tiny prepared dataset and a helper to run the scripts as a user would."""
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import script_runner  # noqa: E402 (tests/ is on the path: pytest puts it there)
+
 # tiny sizes that train in seconds on a CPU
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4',
         '--eval_iters=2', '--log_interval=1', '--dropout=0.0', '--warmup_iters=2', '--threads=1']
 
 
+# each run is a new process, forked from a server with torch already imported (script_runner.py); on
+# Linux only, as forking after such imports is not safe on macOS (where Python itself spawns by default)
+FORKSERVER = sys.platform.startswith('linux')
+if FORKSERVER:
+    multiprocessing.set_forkserver_preload(script_runner.PRELOAD + ['script_runner'])
+
+
 def run(script, *args, cwd=None):
     """Run one of the project's scripts; returns the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or ROOT)
+    path, argv, cwd = os.path.join(ROOT, script), list(map(str, args)), cwd or ROOT
+    if not FORKSERVER:
+        return subprocess.run([sys.executable, path, *argv], capture_output=True, text=True, cwd=cwd)
+    with tempfile.TemporaryDirectory() as d:
+        out, err = os.path.join(d, 'stdout'), os.path.join(d, 'stderr')
+        for f in (out, err):
+            open(f, 'w').close()
+        p = multiprocessing.get_context('forkserver').Process(target=script_runner.main,
+                                                              args=(path, argv, cwd, out, err))
+        p.start()
+        p.join()
+        with open(out) as o, open(err) as e:
+            return subprocess.CompletedProcess([sys.executable, path, *argv], p.exitcode, o.read(), e.read())
 
 
 @pytest.fixture(scope='session')
