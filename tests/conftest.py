@@ -34,9 +34,14 @@ def run(script, *args, cwd=None):
         for f in (out, err):
             open(f, 'w').close()
         p = multiprocessing.get_context('forkserver').Process(target=script_runner.main,
-                                                              args=(path, argv, cwd, out, err))
+                                                              args=(path, argv, cwd, dict(os.environ), out, err))
         p.start()
-        p.join()
+        try:
+            p.join()
+        finally:  # as subprocess.run, leave no run behind when the wait is interrupted
+            if p.is_alive():
+                p.kill()
+                p.join()
         with open(out) as o, open(err) as e:
             return subprocess.CompletedProcess([sys.executable, path, *argv], p.exitcode, o.read(), e.read())
 
