@@ -340,8 +340,8 @@ def report_runs(runs, base, key, concept_words):
         times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
         rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
                 if concept_words else '')
-        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f}"
-              + (f" (over the {max_ppl_ratio:g}x budget)" if r not in ok else '')
+        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f} ({r['ppl'] / base['ppl']:.2f}x"
+              + (f", over the {max_ppl_ratio:g}x budget)" if r not in ok else ')')
               + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
     if len(runs) > 1 and not ok:
         print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
