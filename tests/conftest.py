@@ -27,8 +27,9 @@ if FORKSERVER:
 def run(script, *args, cwd=None):
     """Run one of the project's scripts; returns the CompletedProcess (text output)."""
     path, argv, cwd = os.path.join(ROOT, script), list(map(str, args)), cwd or ROOT
+    cmd = [sys.executable, path, *argv]
     if not FORKSERVER:
-        return subprocess.run([sys.executable, path, *argv], capture_output=True, text=True, cwd=cwd)
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     with tempfile.TemporaryDirectory() as d:
         out, err = os.path.join(d, 'stdout'), os.path.join(d, 'stderr')
         for f in (out, err):
@@ -43,7 +44,7 @@ def run(script, *args, cwd=None):
                 p.kill()
                 p.join()
         with open(out) as o, open(err) as e:
-            return subprocess.CompletedProcess([sys.executable, path, *argv], p.exitcode, o.read(), e.read())
+            return subprocess.CompletedProcess(cmd, p.exitcode, o.read(), e.read())
 
 
 @pytest.fixture(scope='session')

@@ -31,10 +31,11 @@ def main(script, argv, cwd, env, out_path, err_path):
     try:
         runpy.run_path(script, run_name='__main__')
         code = 0
-    except SystemExit as e:  # as the interpreter reads sys.exit's argument
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
+    except SystemExit as e:  # as the interpreter reads sys.exit's argument: a number, None, or a message
+        code = e.code or 0
+        if not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
     except BaseException:
         traceback.print_exc()
         code = 1
