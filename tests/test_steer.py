@@ -127,6 +127,16 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
     assert ok == [] and best['scale'] == 0.75  # none within: the most fluent
 
 
+@pytest.mark.parametrize('picked_ok,ppl_again,within', [(True, 5.0, True), (True, 7.0, False), (False, 5.0, False)])
+def test_a_pick_is_within_the_budget_only_if_it_was_on_both_draws(monkeypatch, picked_ok, ppl_again, within):
+    # picked_ok False: no strength of draw 0 was within the budget, so the sweep fell back on the most fluent
+    monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
+    monkeypatch.setattr(steer_module, 'measure', lambda *a, **k: dict(texts=['rain rain'], ppl=ppl_again))
+    r, ok = steer_module.measure_again(None, None, None, dict(scale=0.5), picked_ok, dict(rate=0.1, ppl=3.0),
+                                       'scale', {'rain'})
+    assert r['rate'] == 1.0 and ok is within
+
+
 def test_a_model_with_topk_inside_the_mlp_gets_the_mlp_strengths_unless_they_are_given(monkeypatch):
     mlp = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=40, topk=8, topk_site='mlp'))
     monkeypatch.setattr(steer_module, 'given', set())
@@ -167,6 +177,7 @@ def test_generated_text_is_scored_with_the_context_it_was_generated_with():
 def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted_words_as_their_word():
     text = "Lily saw the rain.<|endoftext|>Tom liked the dog's 'rain'."  # 9 words, 3 of the concept
     assert concept_rate([text], {'rain', 'dog'}) == pytest.approx(3 / 9)
+    assert concept_rate(["he had 2 dogs and 12 cats"], {'2', '12'}) == pytest.approx(2 / 7)  # digits are words too
 
 
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
@@ -244,6 +255,7 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     (['--neuron=zero'], 'a neuron is LAYER:INDEX'),
     (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
     (['--words=zebra,gnu'], "this vocabulary cannot write any of zebra, gnu"),
+    (['--words=rain,ice-cream'], "so 'ice-cream' would never be counted"),  # the rate reads single words
     (['--neuron=0:1', '--words=zebra'], "this vocabulary cannot write any of zebra"),  # a rate of 0 -> 0 otherwise
     ([], 'give --concept=NAME'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
