@@ -56,6 +56,7 @@ min_words = 3  # ...if its top activations span at least this many of the concep
 report_dir = ''  # where the report, PNGs and JSON go; default out_dir/analysis
 json = ''  # also write the per-neuron table as JSON to this path
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
+threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
@@ -613,7 +614,7 @@ def cmd_layers():
 
 def setup(spec):
     """Model, checkpoint dict, lexicon, the fixed val windows and the tokenizer's decode."""
-    model, ck, encode, decode = load_run(out_dir, spec, device, data_dir)
+    model, ck, encode, decode = load_run(out_dir, spec, device, data_dir, threads)
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     lex = load_lexicon(lexicon, dataset, where)
     windows = val_windows(dataset, tokens, model.config.block_size, where)

@@ -24,16 +24,17 @@ temperature = 0.8  # 1.0 = as the model predicts, lower = more conservative, 0 =
 top_k = 200  # sample only among the top_k most likely tokens; 0 = all
 seed = 1337  # seeds the sampling
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
+threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 use_cache = True  # the KV cache; False re-encodes the whole context for every token
 data_dir = ''  # where the run's dataset (its tokenizer) lives; '' = where it was trained from
 # -----------------------------------------------------------------------------
 
 
-def load_run(out_dir, ckpt='', device='auto', data_dir=''):
+def load_run(out_dir, ckpt='', device='auto', data_dir='', threads=0):
     """The model (in eval mode, on device), its checkpoint dict and its tokenizer's (encode, decode),
     or a one-line exit that says what to do. data_dir '' = where the run was trained from."""
     try:
-        device = system_settings(device)[0]
+        device = system_settings(device, threads=threads)[0]
         model, checkpoint = load_checkpoint(resolve_checkpoint(out_dir, ckpt), device)
         config = checkpoint.get('config', {})
         checkpoint['config'] = dict(config, data_dir=data_dir or config.get('data_dir', 'data'))
@@ -69,7 +70,7 @@ def check_sampling(temperature, top_k):
 if __name__ == '__main__':
     configure(globals())
     check_sampling(temperature, top_k)
-    model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir)
+    model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir, threads)
     x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=model.lm_head.weight.device)
     print(f"# {out_dir}, iteration {checkpoint.get('iter_num')}"
           + (f", val loss {checkpoint['val_loss']:.4f}" if 'val_loss' in checkpoint else ''))

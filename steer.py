@@ -85,6 +85,7 @@ candidates = 256  # per layer, neurons tested exactly; a wider layer is first ra
 json = ''  # write the results as JSON to this path
 report_dir = ''  # where the sweep PNG goes; default out_dir/steer
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
+threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 given = set()  # the settings a config file or the command line set: --value=0 is a value, not "use --scale"
 # -----------------------------------------------------------------------------
@@ -513,7 +514,7 @@ def site_defaults(model):
 
 def main():
     global scale, strengths
-    model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir)
+    model, ck, encode, decode = load_run(out_dir, ckpt, device, data_dir, threads)
     scale, strengths = site_defaults(model)
     dev = model.lm_head.weight.device
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']

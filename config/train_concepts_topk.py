@@ -1,4 +1,4 @@
-# A TopK LM on the planted-concept corpus (python prepare.py concepts): about a minute on a laptop CPU.
+# A TopK LM on the planted-concept corpus (python prepare.py concepts): 1-2.5 minutes on a 2-core CPU.
 # The corpus is ground truth for neurons (analyze.py), steering (steer.py) and their evolution.
 # The dense twin for comparison: the same command with --topk=0 --out_dir=out-concepts-dense.
 out_dir = 'out-concepts-topk'

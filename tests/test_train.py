@@ -90,7 +90,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 
 def test_sample_prints_text_from_a_series_checkpoint(full_run):
     r = run('sample.py', f'--out_dir={full_run}', '--ckpt=8', '--start=the farmer', '--num_samples=2',
-            '--max_new_tokens=5', '--device=cpu')
+            '--max_new_tokens=5', '--device=cpu', '--threads=1')
     assert r.returncode == 0, r.stderr
     assert 'iteration 8' in r.stdout and r.stdout.count('the farmer') == 2
 
@@ -99,6 +99,7 @@ def test_sample_prints_text_from_a_series_checkpoint(full_run):
     (['--start=the zebra'], "not in this dataset's vocabulary: 'zebra'"),
     (['--ckpt=3'], 'no checkpoint for iteration 3'),
     (['--start=FILE:/no/such'], 'prompt file /no/such not found'),
+    (['--threads=-1'], "threads must be 0 (torch's default) or more"),
 ])
 def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
     r = run('sample.py', f'--out_dir={full_run}', '--device=cpu', *args)
