@@ -188,8 +188,8 @@ def collect(model, windows, labels=None, n_concepts=0, progress=False):
             r['by_concept'] = by_concept = torch.zeros(n_concepts + 1, mass.size(1)).index_add_(0, concept, mass.cpu())
             r['concept_share'] = by_concept[:n_concepts].sum(0) / by_concept.sum(0).clamp(min=1e-12)
             r['semantic_entropy'] = entropy_bits(by_concept[:n_concepts])
-            r['concept_purity'], r['best'], r['purity'], r['words'] = purity(r['top_v'], r['top_tok'], concept, word,
-                                                                             n_concepts)
+            (r['concept_purity'], r['best'], r['purity'], r['words'],
+             r['concept_words']) = purity(r['top_v'], r['top_tok'], concept, word, n_concepts)
         out[layer] = r
     return out
 
@@ -205,8 +205,9 @@ def entropy_bits(mass):
 
 def purity(top_v, top_tok, labels, word, n_concepts):
     """Per neuron, over its top activations that are > 0: the share on each concept's words
-    (n_concepts, C), the best concept (-1 for none), its share (the purity), and how many distinct
-    words of it they are (' Rain' and 'rain' are one word: `word` from concept_labels)."""
+    (n_concepts, C), the best concept (-1 for none), its share (the purity), how many distinct words
+    of it they are (' Rain' and 'rain' are one word: `word` from concept_labels), and that count for
+    every concept (n_concepts, C)."""
     fired = top_v > 0  # (top_n, C)
     # float64, so that 90 of 100 is exactly 0.9 and meets purity_threshold in every comparison (float32 gives 0.8999...)
     counts = torch.zeros(n_concepts + 1, top_v.size(1), dtype=torch.float64).scatter_add_(0, labels[top_tok], fired.double())[:n_concepts]
@@ -214,9 +215,10 @@ def purity(top_v, top_tok, labels, word, n_concepts):
     best_purity, best = share.max(0)
     best[best_purity == 0] = -1
     # (V, C): the words each neuron fired on, each word at its first token id
-    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, word[top_tok], fired.float(), 'amax') > 0
-    words = (seen & (labels[:, None] == best[None, :])).sum(0)
-    return share, best, best_purity, words
+    seen = torch.zeros(len(labels), top_v.size(1)).scatter_reduce_(0, word[top_tok], fired.float(), 'amax')
+    concept_words = torch.zeros(n_concepts + 1, top_v.size(1)).index_add_(0, labels, seen)[:n_concepts].long()
+    words = concept_words.gather(0, best.clamp(min=0)[None])[0] * (best >= 0)
+    return share, best, best_purity, words, concept_words
 
 
 def concept_of(s):

