@@ -209,8 +209,9 @@ def purity(top_v, top_tok, labels, word, n_concepts):
     of it they are (' Rain' and 'rain' are one word: `word` from concept_labels), and that count for
     every concept (n_concepts, C)."""
     fired = top_v > 0  # (top_n, C)
-    # float64, so that 90 of 100 is exactly 0.9 and meets purity_threshold in every comparison (float32 gives 0.8999...)
-    counts = torch.zeros(n_concepts + 1, top_v.size(1), dtype=torch.float64).scatter_add_(0, labels[top_tok], fired.double())[:n_concepts]
+    # float64: 90 of 100 is then exactly 0.9, at the threshold in tensor and float comparisons (float32: 0.8999...)
+    counts = torch.zeros(n_concepts + 1, top_v.size(1), dtype=torch.float64)
+    counts = counts.scatter_add_(0, labels[top_tok], fired.double())[:n_concepts]
     share = counts / fired.sum(0).clamp(min=1)
     best_purity, best = share.max(0)
     best[best_purity == 0] = -1
