@@ -2,11 +2,12 @@
 without the KV cache, and forcing the best 'promotes' neuron of a trained model raises its concept."""
 import json
 import math
+import os
 
 import pytest
 import torch
 
-from conftest import run
+from conftest import ROOT, run
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
 from steer import (add_logit_bias, concept_rate, first_order, generate, generated_nll, promote_rank, promote_search,
@@ -271,3 +272,17 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_the_shakespeare_lexicon_has_one_gpt2_token_per_word_and_no_word_twice(capsys):
+    """config/shakespeare_lexicon.json (README, Steering): every word is counted and searched for."""
+    import analyze
+    from prepare import get_tokenizer
+    try:
+        encode, decode = get_tokenizer({'tokenizer': 'gpt2'})
+    except ValueError:
+        pytest.skip('the GPT-2 tokenizer needs tiktoken files: set TIKTOKEN_CACHE_DIR (CI does)')
+    concepts = analyze.load_lexicon(os.path.join(ROOT, 'config', 'shakespeare_lexicon.json'), '', '')
+    labels, _ = analyze.concept_labels(decode, 50304, concepts)
+    steer_module.check_words(concepts, labels, encode, decode, search=True, named=True)
+    assert len(concepts) == 6 and capsys.readouterr().out == ''  # no note: no word split, unwritable or shared
