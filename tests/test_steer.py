@@ -274,7 +274,7 @@ def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, messa
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
 
 
-def test_the_shakespeare_lexicon_has_one_gpt2_token_per_word_and_no_word_twice(capsys):
+def test_the_shakespeare_lexicon_has_a_one_token_spelling_for_every_word_and_no_word_twice(capsys):
     """config/shakespeare_lexicon.json (README, Steering): every word is counted and searched for."""
     import analyze
     from prepare import get_tokenizer
