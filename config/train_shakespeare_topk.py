@@ -1,6 +1,6 @@
 # A TopK LM on the complete works with GPT-2's BPE (python prepare.py shakespeare): a single-GPU run
-# (103 s on one H100, compiled, bf16, with --series=False). 1.4M training tokens is small for a 50k vocabulary, so the
-# model is small, dropout is high and training stops before it memorises the text.
+# (103 s on one H100, compiled, bf16, with --series=False). 1.4M training tokens is small for a 50k
+# vocabulary, so the model is small, dropout is high and training stops before it memorises the text.
 out_dir = 'out-shakespeare-topk'
 eval_interval = 250
 eval_iters = 100

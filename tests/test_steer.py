@@ -283,6 +283,6 @@ def test_the_shakespeare_lexicon_has_a_one_token_spelling_for_every_word_and_no_
     except ValueError:
         pytest.skip('the GPT-2 tokenizer needs tiktoken files: set TIKTOKEN_CACHE_DIR (CI does)')
     concepts = analyze.load_lexicon(os.path.join(ROOT, 'config', 'shakespeare_lexicon.json'), '', '')
-    labels, _ = analyze.concept_labels(decode, 50304, concepts)
+    labels, _ = analyze.concept_labels(decode, 50304, concepts)  # 50304: a GPT-2 BPE model's padded vocabulary
     steer_module.check_words(concepts, labels, encode, decode, search=True, named=True)
     assert len(concepts) == 6 and capsys.readouterr().out == ''  # no note: no word split, unwritable or shared
