@@ -30,7 +30,8 @@ such a neuron steers at larger multiples of its max. Unsteered and steered sampl
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters, digits and apostrophes, lowercased, out of quotes; a possessive
 's counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
-the unsteered model, each with the context it was generated from. A --sweep picks the strength with
+the unsteered model, each with the context it was generated from, and the other tokens' -log p says how
+much of it the tokens that are not the concept's carry. A --sweep picks the strength with
 the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
 again on a second draw (seed + 1), within the budget only if it was on both: a best of ten noisy
 rates is otherwise lucky. --logit_bias adds a reference with no neuron: a constant added to the
@@ -216,7 +217,7 @@ def first_order(model, x, y, concept_ids, layer, strength):
 
 @torch.no_grad()
 def generated_nll(model, seqs, first):
-    """Total -log p and count of the tokens at positions >= first of seqs (n, T), each token scored
+    """-log p of each token at positions >= first of seqs (n, T), (n, T - first), each token scored
     with the context generate() gave it: the block_size tokens before it, or all of them."""
     B, T = model.config.block_size, seqs.size(1)
     head = seqs[:, :B + 1]  # tokens 1..B see every token before them
@@ -227,8 +228,7 @@ def generated_nll(model, seqs, first):
         flat = windows.reshape(-1, B)
         last = torch.cat([model(flat[i:i + 256])[0][:, -1] for i in range(0, len(flat), 256)])  # (n * (T-B-1), V)
         nll.append(F.cross_entropy(last.float(), seqs[:, B + 1:].reshape(-1), reduction='none').view(len(seqs), -1))
-    nll = torch.cat(nll, 1)[:, first - 1:]  # targets first .. T-1
-    return nll.sum().item(), nll.numel()
+    return torch.cat(nll, 1)[:, first - 1:]  # targets first .. T-1
 
 
 def writable(encode, word):
@@ -249,6 +249,15 @@ def is_concept(word, concept_words):
 def concept_rate(texts, concept_words):
     found = [w for t in texts for w in WORD_RE.findall(SPECIAL_RE.sub(' ', t))]
     return sum(is_concept(w, concept_words) for w in found) / max(1, len(found))
+
+
+def scored(r, concept_words, ids):
+    """A measured run with its concept rate, and the mean -log p under the unsteered model of its tokens
+    that are not the concept's (ids): what the text around the concept words cost. Its perplexity mixes
+    the two, and they part ways: favouring the concept's tokens alone picks sentences whose words after
+    the concept are easy, while a forced neuron also disturbs those words (README, Steering)."""
+    other = ~torch.isin(r['tokens'], ids)
+    return dict(r, rate=concept_rate(r['texts'], concept_words), other_nll=r['nll'][other].mean().item())
 
 
 def add_logit_bias(model, ids, b):
@@ -280,8 +289,8 @@ def measure(model, prompt, neurons, decode, bias=None, draw=0):
     the unsteered model."""
     seqs = generate(model, prompt, neurons, bias, draw)
     P = prompt.size(1)
-    nll, n = generated_nll(model, seqs, P)  # hooks are off: the unsteered model judges fluency
-    return dict(ppl=math.exp(nll / max(1, n)), texts=[decode(s[P:].tolist()) for s in seqs])
+    nll = generated_nll(model, seqs, P)  # (n, new tokens); hooks are off: the unsteered model judges fluency
+    return dict(ppl=math.exp(nll.mean().item()), texts=[decode(s[P:].tolist()) for s in seqs], tokens=seqs[:, P:], nll=nll)
 
 
 # ----------------------------------------------------------------------------- output
@@ -347,7 +356,7 @@ def report_runs(runs, base, key, concept_words):
     for r in runs:
         times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
         rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
-                if concept_words else '')
+                f"the other tokens' -log p {base['other_nll']:.2f} -> {r['other_nll']:.2f}, " if concept_words else '')
         print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f} ({r['ppl'] / base['ppl']:.2f}x"
               + (f", over the {max_ppl_ratio:g}x budget)" if r not in ok else ')')
               + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
@@ -357,16 +366,15 @@ def report_runs(runs, base, key, concept_words):
 
 
 def numbers(runs):
-    """The runs for the JSON: everything but the sample texts."""
-    return [{k: v for k, v in r.items() if k != 'texts'} for r in runs]
+    """The runs for the JSON: everything but the samples (texts, tokens and their -log p)."""
+    return [{k: v for k, v in r.items() if k not in ('texts', 'tokens', 'nll')} for r in runs]
 
 
-def measure_again(model, prompt, decode, pick, picked_ok, base1, key, concept_words, neurons=None, bias=None):
+def measure_again(model, prompt, decode, pick, picked_ok, base1, key, concept_words, ids, neurons=None, bias=None):
     """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
     is: measure it again on new samples (draw 1), against the unsteered samples base1 of the same draw.
     It is within the budget if it was on both draws (picked_ok: draw 0 had a strength within it)."""
-    r = dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1))
-    r['rate'] = concept_rate(r['texts'], concept_words)
+    r = scored(dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1)), concept_words, ids)
     print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
     ok, _ = report_runs([r], base1, key, concept_words)
     return r, picked_ok and bool(ok)
@@ -385,7 +393,7 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     if not by_value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
             "so --scale has nothing to scale: give --value")
-    base, base1 = (dict(b, rate=concept_rate(b['texts'], concept_words)) if b else None for b in bases)
+    base, base1 = (scored(b, concept_words, ids) if b else None for b in bases)
     key = 'value' if by_value else 'scale'  # what the strength was given as
     forcing = lambda sc: {n: value if by_value else sc * m for n, m in max_act.items()}
     if by_value:
@@ -397,16 +405,15 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     runs = []
     for sc in scales:
         forced = forcing(sc)
-        r = measure(model, prompt, forced, decode)
-        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()),
-                         rate=concept_rate(r['texts'], concept_words), **r))
+        runs.append(scored(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()),
+                                **measure(model, prompt, forced, decode)), concept_words, ids))
     neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
     ok, best = report_runs(runs, base, key, concept_words)
     unsteered, steered, within = base, best, bool(ok)
     if sweep:
         unsteered = base1
-        steered, within = measure_again(model, prompt, decode, best, within, base1, key, concept_words,
+        steered, within = measure_again(model, prompt, decode, best, within, base1, key, concept_words, ids,
                                         forcing(best['scale']))
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
@@ -416,7 +423,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
                   steered_rate=steered['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=steered['ppl'],
-                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl']),
+                  other_nll_unsteered=unsteered['other_nll'], other_nll_steered=steered['other_nll'],
+                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl'], other_nll=base['other_nll']),
                   samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
@@ -424,15 +432,14 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     elif logit_bias:
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
         for b in logit_bias:
-            r = measure(model, prompt, None, decode, (ids, b))
-            refs.append(dict(bias=b, rate=concept_rate(r['texts'], concept_words), **r))
+            refs.append(scored(dict(bias=b, **measure(model, prompt, None, decode, (ids, b))), concept_words, ids))
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         ok_ref = bool(ok_ref)
         if sweep:  # picked as the neuron's strength was, so measured again as it was
-            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, ok_ref, base1, 'bias', concept_words,
+            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, ok_ref, base1, 'bias', concept_words, ids,
                                              bias=(ids, best_ref['bias']))
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
-                                    ppl=best_ref['ppl'], sweep=numbers(refs))
+                                    ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], sweep=numbers(refs))
     if sweep:
         plot_sweep(name, neurons_txt, base, runs, refs)
     return result
@@ -594,18 +601,19 @@ def summary(results):
     def picked_on(r):  # a sweep's pick on the draw it was picked on, before it was measured again
         run, b = next(x for x in r['sweep'] if x['scale'] == r['scale']), r['sweep_baseline']
         return f" {run['rate'] / b['rate']:.1f}x |" if b['rate'] else ' no baseline |'
-    print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered | scale |"
+    print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered |"
+          " the other tokens' -log p | scale |"
           + (" ratio on the draw it was picked on |" if sweep else '') + " the index that wins in most TopK layers |"
-          + (" logit-bias reference: ratio (perplexity) |" if ref else ''))
-    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
+          + (" logit-bias reference: ratio (perplexity), the other tokens' -log p |" if ref else ''))
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
     for r in results:
         row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
-               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {strength_of(r)} |"
-               + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
+               f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['other_nll_unsteered']:.2f} -> {r['other_nll_steered']:.2f} | "
+               f"{strength_of(r)} |" + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
         if ref:
             b = r['logit_bias']
-            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g} |"
+            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, {b['other_nll']:.2f} |"
         print(row)
 
     def passed(rate, within_budget, r):  # a concept never seen unsteered has no ratio to reach

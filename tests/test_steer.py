@@ -119,8 +119,8 @@ def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
 
 def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch, capsys):
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
-    base = dict(rate=0.02, ppl=3.0)
-    runs = [dict(scale=s, rate=r, ppl=p) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 5.9), (1.0, 0.30, 6.1)]]
+    base = dict(rate=0.02, ppl=3.0, other_nll=1.0)
+    runs = [dict(scale=s, rate=r, ppl=p, other_nll=1.2) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 5.9), (1.0, 0.30, 6.1)]]
     ok, best = report_runs(runs, base, 'scale', {'rain'})
     assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 1.0 is over 2 x 3.0
     assert 'over the 2x budget' in capsys.readouterr().out
@@ -132,9 +132,10 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
 def test_a_pick_is_within_the_budget_only_if_it_was_on_both_draws(monkeypatch, picked_ok, ppl_again, within):
     # picked_ok False: no strength of draw 0 was within the budget, so the sweep fell back on the most fluent
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
-    monkeypatch.setattr(steer_module, 'measure', lambda *a, **k: dict(texts=['rain rain'], ppl=ppl_again))
-    r, ok = steer_module.measure_again(None, None, None, dict(scale=0.5), picked_ok, dict(rate=0.1, ppl=3.0),
-                                       'scale', {'rain'})
+    monkeypatch.setattr(steer_module, 'measure', lambda *a, **k: dict(
+        texts=['rain rain'], ppl=ppl_again, tokens=torch.tensor([[5, 5]]), nll=torch.tensor([[1.0, 2.0]])))
+    r, ok = steer_module.measure_again(None, None, None, dict(scale=0.5), picked_ok, dict(rate=0.1, ppl=3.0, other_nll=1.0),
+                                       'scale', {'rain'}, torch.tensor([5]))
     assert r['rate'] == 1.0 and ok is within
 
 
@@ -169,10 +170,16 @@ def test_the_logit_bias_reference_adds_b_to_the_concept_tokens_and_nothing_else(
 def test_generated_text_is_scored_with_the_context_it_was_generated_with():
     model = tiny()  # block_size 24: the last 15 of 40 tokens see a sliding window, as in generate()
     seqs = torch.randint(0, 40, (3, 40))
-    total, count = generated_nll(model, seqs, first=5)
+    nll = generated_nll(model, seqs, first=5)
     by_hand = sum(torch.nn.functional.cross_entropy(model(seqs[:, max(0, t - 24):t])[0][:, -1], seqs[:, t],
                                                     reduction='sum').item() for t in range(5, 40))
-    assert count == 3 * 35 and total == pytest.approx(by_hand, rel=1e-5)
+    assert nll.shape == (3, 35) and nll.sum().item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_the_other_tokens_cost_leaves_out_the_concept_tokens_and_nothing_else():
+    r = dict(texts=['rain, and sun'], tokens=torch.tensor([[7, 2, 3, 9]]), nll=torch.tensor([[4.0, 0.5, 1.0, 2.0]]))
+    s = steer_module.scored(r, {'rain'}, torch.tensor([7]))  # token 7 is rain; the comma is a token, not a word
+    assert s['rate'] == pytest.approx(1 / 3) and s['other_nll'] == pytest.approx(3.5 / 3)
 
 
 def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted_words_as_their_word():
@@ -184,13 +191,14 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
     monkeypatch.setattr(steer_module, 'sweep', True)
     row = dict(concept='zoo', neurons=['0:1'], baseline_rate=0.0, steered_rate=0.0, ppl_unsteered=3.0,
-               ppl_steered=3.0, scale=1.0, within_budget=True, sweep=[dict(scale=1.0, rate=0.0)],
+               ppl_steered=3.0, other_nll_unsteered=1.2, other_nll_steered=1.3, scale=1.0, within_budget=True, sweep=[dict(scale=1.0, rate=0.0)],
                sweep_baseline=dict(rate=0.0, ppl=3.0))
     steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06,
                                     same_index=dict(index=58, layers=2, of=3), sweep=[dict(scale=1.0, rate=0.07)],
                                     sweep_baseline=dict(rate=0.01, ppl=3.1))])
     out = capsys.readouterr().out
-    assert '1/2 concepts' in out and '(1.00x) | 1 | 7.0x | 58: 2 of 3 layers |' in out  # the scale, then the ratio picked on
+    # the other tokens' -log p, the scale, then the ratio picked on
+    assert '1/2 concepts' in out and '(1.00x) | 1.20 -> 1.30 | 1 | 7.0x | 58: 2 of 3 layers |' in out
 
 
 def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp_path):
@@ -222,7 +230,8 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     ratios = [x['steered_rate'] / x['baseline_rate'] for x in results if x['baseline_rate'] > 0]
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
-                          'ppl_steered', 'fires_on', 'promotes', 'logit_bias'} for x in results)
+                          'ppl_steered', 'other_nll_unsteered', 'other_nll_steered', 'fires_on', 'promotes',
+                          'logit_bias'} for x in results)
     assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 on the logits favours every concept
     for x in results:  # fires on: analyze.py's concept neurons (3 words or more) first, each group by purity
         keys = [(f['words'] >= 3, f['purity']) for f in x['fires_on']]
