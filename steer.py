@@ -30,9 +30,9 @@ such a neuron steers at larger multiples of its max. Unsteered and steered sampl
 difference between the two is the neuron; concept words are *marked* in the output. The concept
 rate is the share of generated words (letters, digits and apostrophes, lowercased, out of quotes; a possessive
 's counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
-the unsteered model, each with the context it was generated from, and the other tokens' -log p says how
-much of it the tokens that are not the concept's carry. A --sweep picks the strength with
-the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
+the unsteered model, each with the context it was generated from, and the other tokens' -log p is their
+mean over the tokens that are not the concept's: how hard the text around its words became. A --sweep
+picks the strength with the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
 again on a second draw (seed + 1), within the budget only if it was on both: a best of ten noisy
 rates is otherwise lucky. --logit_bias adds a reference with no neuron: a constant added to the
 logits of the concept's tokens while sampling. No other logit changes, so it shows how far
@@ -253,9 +253,10 @@ def concept_rate(texts, concept_words):
 
 def scored(r, concept_words, ids):
     """A measured run with its concept rate, and the mean -log p under the unsteered model of its tokens
-    that are not the concept's (ids): what the text around the concept words cost. Its perplexity mixes
-    the two, and they part ways: favouring the concept's tokens alone picks sentences whose words after
-    the concept are easy, while a forced neuron also disturbs those words (README, Steering)."""
+    that are not the concept's (ids; a word split into several tokens and other concepts' words count
+    as other tokens): how hard the text around the concept words became. Perplexity mixes these with
+    the concept words' own cost, and the two part ways: under the logit-bias reference the other
+    tokens get easier, under a forced neuron harder (README, Steering)."""
     other = ~torch.isin(r['tokens'], ids)
     return dict(r, rate=concept_rate(r['texts'], concept_words), other_nll=r['nll'][other].mean().item())
 
