@@ -63,7 +63,7 @@ concept = ''  # a concept of the lexicon, or 'all' for every one
 words = ''  # or the concept as comma-separated words: rain,snow,storm
 lexicon = ''  # JSON concept -> words; default: the dataset's lexicon.json
 neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default: the best 'promotes' neuron
-value = 0.0  # the absolute value to force (0 switches the neuron off); not given = use --scale
+value = 0.0  # the absolute value to force (with --mode=set, 0 switches the neuron off); not given = use --scale
 scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences; TopK inside the MLP: 4)
 # the promotes search forces each neuron gently, in the range where steering stays fluent (a sweep's best:
 # 0.375-1x); at 2x, what wins is what breaks sentences
@@ -79,9 +79,9 @@ seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (fluency breaks at 0.375-1; TopK inside the MLP: 1.5-7)
+strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (the best lie at 0.375-1, where fluency starts to break; TopK inside the MLP: 1.5-7)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
-logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens
+logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens (several: with --sweep)
 contexts = 16  # val windows the promotes search forces neurons over
 tokens = 100000  # val tokens that give the max activations and the 'fires on' statistics
 candidates = 256  # per layer, neurons tested exactly; a wider layer is first ranked by a first-order estimate
@@ -114,8 +114,8 @@ def steering_hook(model, forced, prompt_len, positions='all', mode='set'):
     def hook(module, inp, out):
         T = out.size(1)
         pos = model.start_pos + torch.arange(T)
-        chosen = {'all': pos >= 0, 'prompt': pos < prompt_len, 'new': pos >= prompt_len}[positions]
-        t = chosen.nonzero().squeeze(1).to(out.device)
+        steered = {'all': pos >= 0, 'prompt': pos < prompt_len, 'new': pos >= prompt_len}[positions]
+        t = steered.nonzero().squeeze(1).to(out.device)
         if len(t) == 0:
             return out
         out = out.clone()
@@ -147,7 +147,7 @@ def parse_neurons(specs, model):
 def promote_search(model, x, y, concept_ids, strength):
     """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T), and
     {layer: (C,) its change, (C,) the probability mass the forcing moves}, each neuron set to
-    strength[layer][j] at every position; targets y only feed the forward. The mass moved is the total
+    strength[layer][j] at every position (targets y make the model return every position's logits). The mass moved is the total
     variation between the forced and unforced next-token distributions, averaged over positions: the
     concept's share of it says whether the neuron promotes the concept or a whole class of tokens (any
     noun). Exact, G neurons per forward (the contexts repeated G times)."""
@@ -172,13 +172,6 @@ def promote_search(model, x, y, concept_ids, strength):
             moved[js] = (p.sub_(p0).abs_().sum(-1) / 2).mean((1, 2)).cpu()  # in place: p can be large
         out[layer] = (delta, moved)
     return base, out
-
-
-def promote_rank(delta, moved):
-    """Rank neurons by the concept's gain times its share of the probability mass moved (delta^2/moved):
-    a neuron that raises every noun gains as much for animals as an animal neuron does, but only a
-    tenth of the mass it moves lands on animals, and forcing it breaks more sentences."""
-    return torch.where(delta > 0, delta * delta / moved.clamp(min=1e-12), delta)
 
 
 def group_hook(js, vs, n):
@@ -213,12 +206,19 @@ def first_order(model, x, y, concept_ids, layer, strength):
     return gain.topk(candidates).indices.cpu()
 
 
+def promote_rank(delta, moved):
+    """Rank neurons by the concept's gain times its share of the probability mass moved (delta^2/moved):
+    a neuron that raises every noun gains as much for animals as an animal neuron does, but only a
+    tenth of the mass it moves lands on animals, and forcing it breaks more sentences."""
+    return torch.where(delta > 0, delta * delta / moved.clamp(min=1e-12), delta)
+
+
 # ----------------------------------------------------------------------------- measuring
 
 @torch.no_grad()
 def generated_nll(model, seqs, first):
     """-log p of each token at positions >= first of seqs (n, T), (n, T - first), each token scored
-    with the context generate() gave it: the block_size tokens before it, or all of them."""
+    with the context model.generate gave it: the block_size tokens before it, or all of them."""
     B, T = model.config.block_size, seqs.size(1)
     head = seqs[:, :B + 1]  # tokens 1..B see every token before them
     logits, _ = model(head[:, :-1], head[:, 1:])
@@ -321,21 +321,22 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
     fires, promotes = [], []
     for layer, s in stats.items():
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
-        # analyze.py's rule first: a neuron whose top activations span fewer than min_words of the concept's
-        # words is a token detector, listed after those that span enough
-        fires += [(n >= analyze.min_words, p, sh, n, layer, j) for j, (p, sh, n) in
-                  enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), s['concept_words'][c].tolist()))]
+        fires += [dict(neuron=f"{layer}:{j}", layer=layer, index=j, purity=p, words=n, mass_share=sh) for j, (p, sh, n)
+                  in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), s['concept_words'][c].tolist()))]
         d, m = found[layer]
-        promotes += [(r, dj, dj / max(mj, 1e-12), layer, j)  # in a wide layer only the candidates were forced
+        promotes += [dict(neuron=f"{layer}:{j}", layer=layer, index=j, delta=dj, share=dj / max(mj, 1e-12), rank=r)
                      for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
-                     if math.isfinite(dj)]
-    tokens_of = lambda l, j: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[l], j, 8))
-    fire_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, purity=p, words=n, mass_share=sh, tokens=tokens_of(l, j),
-                      score=f"purity {p:.2f} over {n} words, mass share {sh:.2f}")
-                 for _, p, sh, n, l, j in sorted(fires, reverse=True)[:top]]
-    prom_rows = [dict(neuron=f"{l}:{j}", layer=l, index=j, delta=d, share=sh, tokens=tokens_of(l, j),
-                      score=f"{base:.3f} -> {base + d:.3f}, share {sh:.2f}")
-                 for _, d, sh, l, j in sorted(promotes, reverse=True)[:top]]
+                     if math.isfinite(dj)]  # in a wide layer only the candidates were forced
+    # analyze.py's rule first: a neuron whose top activations span fewer than min_words of the concept's
+    # words is a token detector, listed after those that span enough
+    fire_rows = sorted(fires, key=lambda f: (f['words'] >= analyze.min_words, f['purity'], f['mass_share']),
+                       reverse=True)[:top]
+    prom_rows = sorted(promotes, key=lambda f: f['rank'], reverse=True)[:top]
+    tokens_of = lambda f: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[f['layer']], f['index'], 8))
+    for f in fire_rows:
+        f.update(tokens=tokens_of(f), score=f"purity {f['purity']:.2f} over {f['words']} words, mass share {f['mass_share']:.2f}")
+    for f in prom_rows:
+        f.update(tokens=tokens_of(f), score=f"{base:.3f} -> {base + f['delta']:.3f}, share {f['share']:.2f}")
     show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations and how many of the concept's words they "
                  f"cover, fewer than {analyze.min_words} listed last; share of its mass; its top tokens):", fire_rows)
     show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
@@ -352,44 +353,49 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
 def report_runs(runs, base, key, concept_words):
     """Print each run's concept rate and perplexity against the unsteered base; returns the runs within
     the perplexity budget and the best of them (the highest rate; none within: the most fluent)."""
-    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
+    within = [r['ppl'] <= max_ppl_ratio * base['ppl'] for r in runs]
+    ok = [r for r, w in zip(runs, within) if w]
     best = max(ok, key=lambda r: r['rate']) if ok else min(runs, key=lambda r: r['ppl'])
-    for r in runs:
+    for r, w in zip(runs, within):
         times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
         rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
                 f"the other tokens' -log p {base['other_nll']:.2f} -> {r['other_nll']:.2f}, " if concept_words else '')
         print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f} ({r['ppl'] / base['ppl']:.2f}x"
-              + (f", over the {max_ppl_ratio:g}x budget)" if r not in ok else ')')
+              + (')' if w else f", over the {max_ppl_ratio:g}x budget)")
               + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
     if len(runs) > 1 and not ok:
         print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
     return ok, best
 
 
-def numbers(runs):
+def without_samples(runs):
     """The runs for the JSON: everything but the samples (texts, tokens and their -log p)."""
     return [{k: v for k, v in r.items() if k not in ('texts', 'tokens', 'nll')} for r in runs]
 
 
-def measure_again(model, prompt, decode, pick, picked_ok, base1, key, concept_words, ids, neurons=None, bias=None):
+def measure_again(again, pick, picked_ok, base1, key, concept_words):
     """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
-    is: measure it again on new samples (draw 1), against the unsteered samples base1 of the same draw.
-    It is within the budget if it was on both draws (picked_ok: draw 0 had a strength within it)."""
-    r = scored(dict(pick, **measure(model, prompt, neurons, decode, bias, draw=1)), concept_words, ids)
+    is: again() measures it on new samples (draw 1), against the unsteered samples base1 of the same
+    draw. It is within the budget if it was on both draws (picked_ok: draw 0 had a strength within it)."""
+    r = dict(pick, **again())
     print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
     ok, _ = report_runs([r], base1, key, concept_words)
     return r, picked_ok and bool(ok)
 
 
-def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, chosen):
+def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, given_neurons):
     """Find neurons (unless given), steer and measure one concept against the unsteered samples: bases
     holds those of draw 0 and, for a sweep, of draw 1 (else None). Returns the JSON-able result."""
     result = dict(concept=name)
     ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
-    if not chosen:
+
+    def run(forced=None, bias=None, draw=0):  # samples steered by the neurons {(layer, j): value} or the bias, scored
+        return scored(measure(model, prompt, forced, decode, bias, draw), concept_words, ids)
+    steered = given_neurons
+    if not steered:
         result.update(find_neurons(model, stats, decode, ids, c, name, x, y))
-        chosen = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
-    max_act = {(l, j): stats[l]['max'][j].item() for l, j in chosen}
+        steered = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
+    max_act = {(l, j): stats[l]['max'][j].item() for l, j in steered}
     by_value = 'value' in given  # else the strength is a --scale of each neuron's max activation
     if not by_value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
@@ -406,41 +412,39 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     runs = []
     for sc in scales:
         forced = forcing(sc)
-        runs.append(scored(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()),
-                                **measure(model, prompt, forced, decode)), concept_words, ids))
-    neurons_txt = ', '.join(f"{l}:{j}" for l, j in chosen)
+        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()), **run(forced)))
+    neurons_txt = ', '.join(f"{l}:{j}" for l, j in steered)
     print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
     ok, best = report_runs(runs, base, key, concept_words)
-    unsteered, steered, within = base, best, bool(ok)
+    unsteered, picked, within = base, best, bool(ok)
     if sweep:
         unsteered = base1
-        steered, within = measure_again(model, prompt, decode, best, within, base1, key, concept_words, ids,
-                                        forcing(best['scale']))
+        picked, within = measure_again(lambda: run(forcing(best['scale']), draw=1), best, within, base1, key, concept_words)
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
-    for a, b in list(zip(unsteered['texts'], steered['texts']))[:show]:
+    for a, b in list(zip(unsteered['texts'], picked['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
-    result.update(neurons=[f"{l}:{j}" for l, j in chosen], mode=mode, positions=positions, strength=best['strength'],
+    result.update(neurons=[f"{l}:{j}" for l, j in steered], mode=mode, positions=positions, strength=best['strength'],
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
-                  steered_rate=steered['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=steered['ppl'],
-                  other_nll_unsteered=unsteered['other_nll'], other_nll_steered=steered['other_nll'],
-                  sweep=numbers(runs), sweep_baseline=dict(rate=base['rate'], ppl=base['ppl'], other_nll=base['other_nll']),
-                  samples=dict(unsteered=unsteered['texts'][:show], steered=steered['texts'][:show]))
+                  steered_rate=picked['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=picked['ppl'],
+                  other_nll_unsteered=unsteered['other_nll'], other_nll_steered=picked['other_nll'],
+                  sweep=without_samples(runs),
+                  sweep_baseline=dict(rate=base['rate'], ppl=base['ppl'], other_nll=base['other_nll']),
+                  samples=dict(unsteered=unsteered['texts'][:show], steered=picked['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
         print(f"note: no token of this vocabulary is a word of {name!r}, so there is no logit-bias reference")
     elif logit_bias:
         print(f"reference, no neuron: the bias added to the logits of the concept's {len(ids)} tokens while sampling:")
-        for b in logit_bias:
-            refs.append(scored(dict(bias=b, **measure(model, prompt, None, decode, (ids, b))), concept_words, ids))
+        refs = [dict(bias=b, **run(bias=(ids, b))) for b in logit_bias]
         ok_ref, best_ref = report_runs(refs, base, 'bias', concept_words)
         ok_ref = bool(ok_ref)
         if sweep:  # picked as the neuron's strength was, so measured again as it was
-            best_ref, ok_ref = measure_again(model, prompt, decode, best_ref, ok_ref, base1, 'bias', concept_words, ids,
-                                             bias=(ids, best_ref['bias']))
+            best_ref, ok_ref = measure_again(lambda: run(bias=(ids, best_ref['bias']), draw=1), best_ref, ok_ref, base1,
+                                             'bias', concept_words)
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
-                                    ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], sweep=numbers(refs))
+                                    ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], sweep=without_samples(refs))
     if sweep:
         plot_sweep(name, neurons_txt, base, runs, refs)
     return result
@@ -484,7 +488,7 @@ def check_words(concepts, labels, encode, decode, search, named):
     the search, none is a token); a note for a word that cannot be written, that is not one token, or
     that two concepts share. named: the concepts have names (a lexicon's), not just their words."""
     # the words that are one token: every such token got a concept's label (a shared word, the later concept's)
-    tokens = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
+    one_token = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
     owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
         for w in ws:
@@ -501,7 +505,7 @@ def check_words(concepts, labels, encode, decode, search, named):
         of = f" ({name})" if named else ''
         if never:
             print(f"note: this vocabulary cannot write {', '.join(never)}{of}, so the model never generates it")
-        split = [w for w in ws if w not in tokens and w not in never]
+        split = [w for w in ws if w not in one_token and w not in never]
         if split:
             print(f"note: {', '.join(split)}{of}: not one token of this vocabulary: counted in the concept rate "
                   "where the model spells them, left out of the neuron search")
@@ -529,7 +533,7 @@ def main():
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     if not topk_layers(model):
         die("this model has no TopK layer to steer (topk=0, a dense model): steer a TopK model")
-    chosen = parse_neurons(neuron, model)
+    given_neurons = parse_neurons(neuron, model)  # none: each concept's best 'promotes' neuron
     if positions not in ('all', 'prompt', 'new'):
         die(f"--positions takes all, prompt or new, not {positions!r}")
     if mode not in ('set', 'add'):
@@ -543,6 +547,11 @@ def main():
         die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
         die(f"--logit_bias takes numbers, as --logit_bias=2,4,6, not {','.join(map(str, logit_bias))}")
+    if len(logit_bias) > 1 and not sweep:  # the best of several would be reported on the draw it was picked on
+        die("several --logit_bias values are a sweep of the reference: add --sweep, or give one value")
+    if sweep and temperature == 0:
+        die("a sweep compares concept rates over random samples, and --temperature=0 makes every sample the same: "
+            "give a temperature above 0")
     # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
     if words:
         ws = [w.strip().lower() for w in words.split(',') if w.strip()]
@@ -554,7 +563,7 @@ def main():
         if concept != 'all' and concept not in lex:
             die(f"unknown concept {concept!r}; the lexicon has {', '.join(lex)}")
         concepts = lex if concept == 'all' else {concept: lex[concept]}
-    elif chosen:
+    elif given_neurons:
         if logit_bias:
             die("--logit_bias favours a concept's tokens: give --concept=NAME or --words=a,b,c")
         concepts = {'(no concept: perplexity only)': []}
@@ -562,7 +571,7 @@ def main():
         die("give --concept=NAME (or all), --words=a,b,c, or --neuron=LAYER:INDEX")
     prompt = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=dev)
     labels, word = analyze.concept_labels(decode, model.config.vocab_size, concepts)
-    check_words(concepts, labels, encode, decode, search=not chosen, named=bool(concept))
+    check_words(concepts, labels, encode, decode, search=not given_neurons, named=bool(concept))
     output_file(json)  # the outputs' folders are made before the work: a bad one found after it loses it
     if sweep:
         output_dir(report_dir or os.path.join(out_dir, 'steer'))
@@ -577,7 +586,7 @@ def main():
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
         results.append(run_concept(model, stats, decode, prompt, bases, labels, c, name, set(concept_words), x, y,
-                                   chosen))
+                                   given_neurons))
     if len(results) > 1:
         summary(results)
     if json:

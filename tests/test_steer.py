@@ -53,6 +53,15 @@ def test_the_hook_changes_exactly_the_requested_coordinates(positions, mode, sta
         h.remove()
 
 
+def test_neurons_of_two_layers_are_each_forced_in_their_own_layer():
+    model = tiny()
+    handles = steer(model, {(0, 3): 1.5, (1, 5): 7.0, (1, 9): -2.0}, prompt_len=0)
+    (seen0, _), (seen1, _) = record(model, 0), record(model, 1)
+    model(torch.randint(0, 40, (2, 6)))
+    assert len(handles) == 2  # one hook per layer, holding that layer's neurons
+    assert (seen0[0][..., 3] == 1.5).all() and (seen1[0][..., 5] == 7.0).all() and (seen1[0][..., 9] == -2.0).all()
+
+
 @pytest.mark.parametrize('positions', ['all', 'prompt', 'new'])
 def test_steered_greedy_generation_is_the_same_with_and_without_the_cache(positions):
     model = tiny()
@@ -102,7 +111,7 @@ def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monk
         for layer, (delta, _) in picked.items():
             forced = torch.isfinite(delta).nonzero().squeeze(1)
             assert sorted(forced.tolist()) == sorted(first_order(model, x, y, ids, layer, strength[layer]).tolist())
-            assert len(forced) == 8
+            assert len(forced) == 8 and exact[layer][0].argmax().item() in forced  # the estimate keeps the exact best
             assert torch.allclose(delta[forced], exact[layer][0][forced], atol=1e-6)
         monkeypatch.setattr(steer_module, 'candidates', 256)
 
@@ -126,17 +135,19 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
     assert 'over the 2x budget' in capsys.readouterr().out
     ok, best = report_runs(runs[1:], dict(base, ppl=2.0), 'scale', {'rain'})
     assert ok == [] and best['scale'] == 0.75  # none within: the most fluent
+    twins = [dict(scale=1.0, rate=0.1, ppl=4.0, other_nll=1.2, nll=torch.ones(2, 3)) for _ in '12']  # --strengths=1,1
+    ok, best = report_runs(twins, base, 'scale', {'rain'})
+    assert len(ok) == 2 and best is twins[0]
 
 
 @pytest.mark.parametrize('picked_ok,ppl_again,within', [(True, 5.0, True), (True, 7.0, False), (False, 5.0, False)])
 def test_a_pick_is_within_the_budget_only_if_it_was_on_both_draws(monkeypatch, picked_ok, ppl_again, within):
     # picked_ok False: no strength of draw 0 was within the budget, so the sweep fell back on the most fluent
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
-    monkeypatch.setattr(steer_module, 'measure', lambda *a, **k: dict(
-        texts=['rain rain'], ppl=ppl_again, tokens=torch.tensor([[5, 5]]), nll=torch.tensor([[1.0, 2.0]])))
-    r, ok = steer_module.measure_again(None, None, None, dict(scale=0.5), picked_ok, dict(rate=0.1, ppl=3.0, other_nll=1.0),
-                                       'scale', {'rain'}, torch.tensor([5]))
-    assert r['rate'] == 1.0 and ok is within
+    again = lambda: dict(rate=0.3, ppl=ppl_again, other_nll=1.1)
+    r, ok = steer_module.measure_again(again, dict(scale=0.5, rate=0.4, ppl=4.0), picked_ok,
+                                       dict(rate=0.1, ppl=3.0, other_nll=1.0), 'scale', {'rain'})
+    assert (r['scale'], r['rate'], r['ppl']) == (0.5, 0.3, ppl_again) and ok is within  # the new draw's figures
 
 
 def test_a_model_with_topk_inside_the_mlp_gets_the_mlp_strengths_unless_they_are_given(monkeypatch):
@@ -171,9 +182,9 @@ def test_generated_text_is_scored_with_the_context_it_was_generated_with():
     model = tiny()  # block_size 24: the last 15 of 40 tokens see a sliding window, as in generate()
     seqs = torch.randint(0, 40, (3, 40))
     nll = generated_nll(model, seqs, first=5)
-    by_hand = sum(torch.nn.functional.cross_entropy(model(seqs[:, max(0, t - 24):t])[0][:, -1], seqs[:, t],
-                                                    reduction='sum').item() for t in range(5, 40))
-    assert nll.shape == (3, 35) and nll.sum().item() == pytest.approx(by_hand, rel=1e-5)
+    by_hand = torch.stack([torch.nn.functional.cross_entropy(model(seqs[:, max(0, t - 24):t])[0][:, -1], seqs[:, t],
+                                                             reduction='none') for t in range(5, 40)], 1)  # (3, 35)
+    assert torch.allclose(nll, by_hand, atol=1e-5)  # token by token: scored() splits them by their ids
 
 
 def test_the_other_tokens_cost_leaves_out_the_concept_tokens_and_nothing_else():
@@ -226,7 +237,7 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     assert r.returncode == 0, r.stderr
     assert 'fires on animals' in r.stdout and 'promotes animals' in r.stdout and 'unsteered | steered' in r.stdout
     results = json.loads(out.read_text())['results']
-    assert len(results) == 10
+    assert len(results) == 10 and all(x['neurons'] == [x['promotes'][0]['neuron']] for x in results)  # the search's best
     ratios = [x['steered_rate'] / x['baseline_rate'] for x in results if x['baseline_rate'] > 0]
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
@@ -277,6 +288,8 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     (['--concept=weather', '--top=0'], '--top and --candidates 1 or more'),
     (['--concept=weather', '--json=.'], '--json=. is a folder'),  # found before the work, not after
     (['--concept=weather', '--sweep', '--report_dir=README.md'], '--report_dir=README.md is a file'),
+    (['--concept=weather', '--logit_bias=2,4'], 'several --logit_bias values are a sweep of the reference'),
+    (['--concept=weather', '--sweep', '--temperature=0'], 'give a temperature above 0'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
