@@ -132,8 +132,11 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
             if not os.path.isfile(arg):
                 die(f"config file {arg} not found")
             settings = {}
-            with open(arg) as f:
-                exec(f.read(), settings)  # one namespace, so a comprehension sees the keys set above it
+            try:
+                with open(arg) as f:
+                    exec(compile(f.read(), arg, 'exec'), settings)  # one namespace: a comprehension sees the keys above it
+            except Exception as e:  # a typo in the file: its line, not a traceback
+                die(f"config file {arg}: {type(e).__name__}: {e}")
             for key, value in settings.items():
                 if key.startswith('_') or callable(value) or isinstance(value, types.ModuleType):  # imports, helpers
                     continue

@@ -549,8 +549,8 @@ def read_metrics(out_dir):
 
 def checkpoint_series(out_dir):
     """[(iter_num, path)] of the run's checkpoint series, in training order."""
-    paths = glob.glob(os.path.join(out_dir, 'series', 'ckpt_*.pt'))
-    return sorted((int(re.search(r'ckpt_(\d+)\.pt$', p).group(1)), p) for p in paths)
+    found = [(re.search(r'ckpt_(\d+)\.pt$', p), p) for p in glob.glob(os.path.join(out_dir, 'series', 'ckpt_*.pt'))]
+    return sorted((int(m.group(1)), p) for m, p in found if m)  # a file such as ckpt_best.pt is not of the series
 
 
 def resolve_checkpoint(out_dir, ckpt=''):

@@ -147,7 +147,8 @@ def topic_lift(n_sentences=50000, seed=0):
 
 # ----------------------------------------------------------------------------- tokenizers
 
-WORD_RE = re.compile(r"\n|[A-Za-z0-9']+|[^\sA-Za-z0-9']")  # words, single punctuation marks, newlines
+# words (letters of any alphabet, digits, straight or curly apostrophes), single punctuation marks, newlines
+WORD_RE = re.compile(r"\n|(?:[^\W_]|['’])+|\S")
 
 
 def word_split(text):
@@ -331,6 +332,8 @@ def main(args):
         target = args[0]
     if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
         die(f"a dataset name is a plain folder name (letters, digits, _ . -), not {target!r}")
+    if os.path.isfile(data_dir):  # found now, not after the tokenizing
+        die(f"--data_dir={data_dir} is a file: give a folder")
     out = os.path.join(data_dir, target)
     if os.path.exists(os.path.join(out, 'meta.json')) and not force:
         print(f"{out}/ already exists; leaving it as it is (--force=True rebuilds it)")

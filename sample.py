@@ -50,8 +50,11 @@ def encode_prompt(encode, text):
         path = text[5:]
         if not os.path.isfile(path):
             die(f"prompt file {path} not found")
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
+        try:
+            with open(path, encoding='utf-8') as f:
+                text = f.read()
+        except UnicodeDecodeError:
+            die(f"prompt file {path} is not UTF-8 text: save it as UTF-8")
     try:
         ids = encode(text)
     except ValueError as e:

@@ -82,6 +82,8 @@ if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and dropout < 1):
     die(f"--beta1 and --beta2 must be in [0, 1) and --dropout below 1, not {beta1}, {beta2} and {dropout}")
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
+if not out_dir or os.path.isfile(out_dir):  # found now, not after loading the data and the model
+    die(f"--out_dir={out_dir} is {'a file' if out_dir else 'empty'}: give a folder")
 
 # the settings a checkpoint was trained with, for those not given again now: a resumed run and an
 # --eval_only take all but the machine's, so `--init_from=resume --out_dir=DIR` is enough; the

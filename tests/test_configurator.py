@@ -59,6 +59,17 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
     assert message in err and err.count('\n') == 1
 
 
+@pytest.mark.parametrize('text,message', [('iters = 10 +\n', 'SyntaxError: invalid syntax (c.py, line 1)'),
+                                          ('iters = nope\n', "NameError: name 'nope' is not defined")])
+def test_a_mistake_in_a_config_file_exits_2_with_one_line(tmp_path, capsys, text, message):
+    f = tmp_path / 'c.py'
+    f.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), [str(f)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f'config file {f}: {message}' in err and err.count('\n') == 1
+
+
 def test_unknown_key_in_a_config_file_is_refused(tmp_path, capsys):
     f = tmp_path / 'c.py'
     f.write_text("learning_rate = 1\n")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
-from model import GPT, GPTConfig, TopK, load_checkpoint, peak_flops, topk_layers
+from model import GPT, GPTConfig, TopK, checkpoint_series, load_checkpoint, peak_flops, topk_layers
 
 
 def tiny(**kw):
@@ -235,3 +235,10 @@ def test_bad_config_values_are_refused():
         GPTConfig(topk_site='attn')
     with pytest.raises(ValueError, match='n_head'):
         GPTConfig(n_head=0)
+
+
+def test_the_checkpoint_series_skips_files_that_are_not_of_it(tmp_path):
+    (tmp_path / 'series').mkdir()
+    for name in ('ckpt_0000010.pt', 'ckpt_0000002.pt', 'ckpt_best.pt'):  # the last: a user's copy
+        (tmp_path / 'series' / name).write_bytes(b'')
+    assert [i for i, _ in checkpoint_series(str(tmp_path))] == [2, 10]

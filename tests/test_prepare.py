@@ -44,6 +44,7 @@ def test_word_tokens_rejoin_into_the_text():
     text = "the cat, it's here.\nsee: a dog!\n"
     assert word_split(text)[:4] == ['the', 'cat', ',', "it's"]
     assert word_join(word_split(text)) == text
+    assert word_join(word_split("the café, it’s naïve.\n")) == "the café, it’s naïve.\n"  # e-book text is not ASCII
 
 
 def test_a_prompt_outside_the_vocabulary_names_the_unknown_symbols():
@@ -78,6 +79,12 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_a_data_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
+    (tmp_path / 'd').write_text('notes')
+    r = run('prepare.py', '--input=/etc/hostname', '--name=x', f'--data_dir={tmp_path / "d"}')
+    assert r.returncode == 2 and 'is a file: give a folder' in r.stderr and r.stderr.count('\n') == 1
 
 
 @pytest.mark.parametrize('text,val_fraction', [('', 0.1), ('a\nb\nc\n', 0.0)])

@@ -106,6 +106,19 @@ def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
 
 
+def test_a_prompt_file_that_is_not_utf8_exits_2_with_one_line(full_run, tmp_path):
+    (tmp_path / 'p.txt').write_bytes('the caf\u00e9'.encode('latin-1'))
+    r = run('sample.py', f'--out_dir={full_run}', '--device=cpu', f'--start=FILE:{tmp_path / "p.txt"}')
+    assert r.returncode == 2 and 'is not UTF-8 text' in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_an_out_dir_that_is_a_file_exits_2_before_any_work(tmp_path, data_dir):
+    (tmp_path / 'f').write_text('notes')
+    r = train(str(tmp_path / 'f'), data_dir)
+    assert r.returncode == 2 and 'is a file: give a folder' in r.stderr and r.stderr.count('\n') == 1
+    assert (tmp_path / 'f').read_text() == 'notes'
+
+
 @pytest.mark.parametrize('dataset,message', [('concepts', 'run `python prepare.py concepts` first'),
                                              ('shakespeer', 'prepare one of shakespeare_char, shakespeare')])
 def test_train_on_a_missing_dataset_says_to_prepare_it(tmp_path, dataset, message):
