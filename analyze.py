@@ -44,7 +44,7 @@ from sample import load_run
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to analyse
-ckpt = ''  # neurons/layers: '' = latest (ckpt.pt), an iteration of the series, or a path
+ckpt = ''  # neurons/layers: '' = latest (ckpt.pt), an iteration of the series, or a path (reports go to its run)
 tokens = 200000  # val tokens to read the neurons on (the same ones for every checkpoint)
 min_context = 8  # each token is read with at least this many tokens before it (capped at half of block_size)
 batch_size = 64  # windows per forward pass
@@ -397,9 +397,8 @@ def cmd_neurons():
     for layer, rows in table.items():
         lines += ['', f"## layer {layer}", '', '| neuron | freq | max | tok H | ' + ('concept | purity | sem H | ' if concepts else '')
                   + 'top tokens | promotes |', '|---|---:|---:|---:|' + ('---|---:|---:|' if concepts else '') + '---|---|']
-        for r in sorted(rows, key=lambda r: -(r.get('purity') or 0) if concepts else r['token_entropy']):
-            if r['frequency'] == 0:
-                continue
+        alive = [r for r in rows if r['frequency'] > 0]  # a dead neuron's entropy is NaN, which breaks a sort
+        for r in sorted(alive, key=lambda r: -(r.get('purity') or 0) if concepts else r['token_entropy']):
             cells = [f"{layer}:{r['index']}", f"{r['frequency']:.4f}", f"{r['max']:.2f}", f"{r['token_entropy']:.2f}"]
             if concepts:
                 cells += [r['best_concept'] or '-', f"{r['purity']:.2f}", f"{r['semantic_entropy']:.2f}"]
@@ -567,11 +566,11 @@ def cmd_layers():
     model, ck, lex, windows, decode = setup(ckpt)
     if not lex:
         die("layers compares the concepts of neurons: give --lexicon=PATH (JSON concept -> words)")
+    if len(neuron_sites(model)) < 2:  # found before the pass over the data
+        die(f"layers needs at least two TopK layers; this model has {len(neuron_sites(model))}")
     concepts = list(lex)
     stats = collect(model, windows, concept_labels(decode, model.config.vocab_size, lex), len(concepts), progress=True)
     layers = list(stats)
-    if len(layers) < 2:
-        die(f"layers needs at least two TopK layers; this model has {len(layers)}")
     concept = {l: concept_of(stats[l]) for l in layers}
     tops = {l: top_token_sets(stats[l]) for l in layers}
     L = len(layers)
@@ -580,7 +579,8 @@ def cmd_layers():
         for b, lb in enumerate(layers):
             ca, cb = concept[la], concept[lb]
             either = (ca >= 0) | (cb >= 0)  # concept neurons in at least one of the two layers
-            agree[a, b] = ((ca == cb) & either).sum().item() / max(1, either.sum().item())
+            n = either.sum().item()  # none: no concept neuron to agree on (NaN, not 0)
+            agree[a, b] = ((ca == cb) & either).sum().item() / n if n else np.nan
             alive = (stats[la]['frequency'] > 0) & (stats[lb]['frequency'] > 0)
             overlap[a, b] = nanmean(jaccard(tops[la][alive], tops[lb][alive]))
     stacked = torch.stack([concept[l] for l in layers])  # (L, C)
@@ -660,6 +660,11 @@ if __name__ == '__main__':
     if len(_args) != 1 or _args[0] not in commands:
         given = f"not {' '.join(_args)!r}" if _args else "none was given"
         die(f"name one command: neurons, evolution or layers; {given} (see --help)")
+    if _args[0] == 'evolution' and (ckpt or neuron):
+        die("evolution reads every checkpoint of the run's series: leave out --ckpt and --neuron")
+    if ckpt and not str(ckpt).isdigit():  # a checkpoint path: its run, not --out_dir, names and holds the reports
+        folder = os.path.dirname(os.path.abspath(ckpt))
+        out_dir = os.path.dirname(folder) if os.path.basename(folder) == 'series' else folder
     output_file(json)
     if report_dir:  # the default, out_dir/analysis, is made once out_dir is known to hold a run
         output_dir(report_dir)

@@ -118,13 +118,15 @@ if __name__ == '__main__':
         device, device_type, dtype, compile, autocast = system_settings(device, dtype, compile, threads)
     except ValueError as e:
         die(str(e))
-    if min(steps, repeats, sample_repeats) < 1:
-        die("--steps, --repeats and --sample_repeats must each be 1 or more")
+    if min(steps, repeats, sample_repeats, batch_size, *sample_tokens) < 1:
+        die("--steps, --repeats, --sample_repeats, --batch_size and --sample_tokens must each be 1 or more")
+    if not 0 <= n_nontopk < n_layer:
+        die(f"--n_nontopk must be 0 to n_layer - 1 ({n_layer - 1}), so that some block is TopK, not {n_nontopk}")
     if topk < 1:
         die("--topk must be 1 or more: bench.py compares the TopK model with its dense twin, which it builds itself")
     output_file(json)
     machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
-    print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, TopK k={topk} at "
+    print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, vocab {vocab_size}, TopK k={topk} at "
           f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"
           f"{', compiled' if compile else ''}; torch {torch.__version__}")
     results = {'machine': machine, 'dtype': dtype, 'compile': compile, 'torch': torch.__version__,

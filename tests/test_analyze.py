@@ -113,6 +113,25 @@ def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
     assert mean_purity(table) > mean_purity(json.loads((tmp_path / 'n0.json').read_text())) + 0.1
 
 
+def test_without_a_lexicon_the_report_ranks_live_neurons_by_token_entropy(concepts_run, data_dir, tmp_path):
+    shutil.copytree(os.path.join(data_dir, 'concepts'), tmp_path / 'data' / 'concepts',
+                    ignore=shutil.ignore_patterns('lexicon.json'))
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={tmp_path / "data"}', '--tokens=5000',
+            f'--report_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(' | ') for line in (tmp_path / 'neurons_300.md').read_text().splitlines() if line.startswith('| 0:')]
+    entropies = [float(cells[3]) for cells in rows]  # neuron, freq, max, tok H, ...
+    assert 0 < len(entropies) < 64 and entropies == sorted(entropies)  # dead neurons (NaN) left out, the rest in order
+
+
+def test_a_checkpoint_path_reports_into_its_own_run(concepts_run, data_dir):
+    r = run('analyze.py', 'neurons', f'--ckpt={concepts_run}/series/ckpt_0000064.pt', f'--data_dir={data_dir}',
+            '--tokens=2000')  # no --out_dir: the default, out, is not this checkpoint's run
+    assert r.returncode == 0, r.stderr
+    report = os.path.join(concepts_run, 'analysis', 'neurons_64.md')
+    assert open(report).readline() == f"# neurons of {concepts_run} at iteration 64\n"
+
+
 def test_one_neuron_in_full(concepts_run, data_dir):
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=5000',
             '--neuron=0:3', '--report_dir=' + concepts_run + '/a')
@@ -186,5 +205,7 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', '--top_n=0')
     assert r.returncode == 2 and '--top_n and --tokens must be 1 or more' in r.stderr and r.stderr.count('\n') == 1
+    r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', '--ckpt=8')
+    assert r.returncode == 2 and 'leave out --ckpt and --neuron' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
     assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr and "not 'bogus'" in r.stderr

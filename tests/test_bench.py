@@ -28,7 +28,10 @@ def test_bench_reads_a_train_config(tmp_path):
 
 
 def test_bench_mistakes_exit_2_with_one_line():
-    for args, message in ((['--repeats=0'], '--repeats and --sample_repeats must each be 1 or more'),
+    for args, message in ((['--repeats=0'], '--sample_repeats, --batch_size and --sample_tokens must each be 1 or more'),
+                          (['--batch_size=0'], '--batch_size and --sample_tokens must each be 1 or more'),
+                          (['--sample_tokens=128,0'], '--batch_size and --sample_tokens must each be 1 or more'),
+                          (['--n_nontopk=4'], '--n_nontopk must be 0 to n_layer - 1 (3)'),
                           (['--topk=999'], 'topk must be between 0 and the TopK width 128'),
                           (['--topk=0'], '--topk must be 1 or more'),
                           (['--json=.'], '--json=. is a folder')):
