@@ -10,7 +10,7 @@ import torch
 
 import analyze
 from conftest import run
-from model import GPT, GPTConfig, load_checkpoint
+from model import GPT, GPTConfig, load_checkpoint, topk_layers
 from prepare import get_tokenizer, load_meta, open_split
 
 
@@ -78,6 +78,38 @@ def test_concept_labels_match_words_whatever_their_case_and_spacing():
                                           {'weather': ['rain', 'snow'], 'animals': ['cat']})
     assert labels.tolist() == [2, 0, 0, 1, 2, 0]
     assert word.tolist() == [0, 1, 2, 3, 4, 1]  # 'rain' is the word of ' Rain'
+
+
+@pytest.mark.parametrize('site', ['resid', 'mlp'])
+def test_collect_over_batches_matches_a_dense_recompute_of_every_activation(monkeypatch, site):
+    """The running statistics, merged over 3 batches, against the TopK modules' whole outputs at once."""
+    monkeypatch.setattr(analyze, 'batch_size', 3)
+    monkeypatch.setattr(analyze, 'top_n', 5)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=16, block_size=16, vocab_size=30, topk=4, n_nontopk=1,
+                          topk_site=site)).eval()
+    windows = torch.randint(0, 30, (7, 16))  # 7 windows in batches of 3, 3 and 1
+    m = analyze.context_skip(16)  # 8 positions of context, 8 read per window
+    outs = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o, l=l: outs.__setitem__(l, o)) for l, mod in topk_layers(model).items()]
+    model(windows)
+    for h in hooks:
+        h.remove()
+    stats = analyze.collect(model, windows)
+    tok = windows[:, m:].reshape(-1)  # (56,)
+    for layer, out in outs.items():
+        act = out[:, m:].reshape(len(tok), -1)  # (56, C), every activation read
+        s = stats[layer]
+        assert torch.equal(s['frequency'], (act > 0).sum(0) / len(tok))
+        assert torch.allclose(s['max'], act.max(0).values)
+        assert torch.allclose(s['mass'], torch.zeros(30, act.size(1)).index_add_(0, tok, act), atol=1e-6)
+        assert torch.allclose(s['top_v'], act.topk(5, dim=0).values)
+        fired = s['top_v'] > 0  # ties at 0 may sit anywhere; a value that fired names its own position
+        flat = out.reshape(-1, act.size(1))  # (7 * 16, C): positions index the windows flattened
+        cols = torch.arange(act.size(1)).expand_as(s['top_p'])
+        assert torch.allclose(flat[s['top_p'], cols][fired], s['top_v'][fired])
+        assert torch.equal(s['top_tok'], windows.reshape(-1)[s['top_p']])
+        assert (s['top_p'] % 16 >= m).all()  # never a context position
 
 
 def test_each_val_token_is_read_once_and_with_context(data_dir):
