@@ -79,7 +79,8 @@ seed = 1337  # the same seeds serve the unsteered and the steered samples
 show = 3  # samples printed side by side
 top = 5  # neurons listed per search
 sweep = False  # try every strength in --strengths, plot rate and perplexity against it
-strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (the best lie at 0.375-1, where fluency starts to break; TopK inside the MLP: 1.5-7)
+# the best lie at 0.375-1, where fluency starts to break
+strengths = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.5, 2.0, 4.0]  # a sweep's --scale values (TopK inside the MLP: 1.5-7)
 max_ppl_ratio = 2.0  # a sweep's best strength: the highest concept rate within this perplexity cost
 logit_bias = []  # a reference with no neuron: add each of these to the logits of the concept's tokens (several: with --sweep)
 contexts = 16  # val windows the promotes search forces neurons over
@@ -147,10 +148,10 @@ def parse_neurons(specs, model):
 def promote_search(model, x, y, concept_ids, strength):
     """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T), and
     {layer: (C,) its change, (C,) the probability mass the forcing moves}, each neuron set to
-    strength[layer][j] at every position (targets y make the model return every position's logits). The mass moved is the total
-    variation between the forced and unforced next-token distributions, averaged over positions: the
-    concept's share of it says whether the neuron promotes the concept or a whole class of tokens (any
-    noun). Exact, G neurons per forward (the contexts repeated G times)."""
+    strength[layer][j] at every position (targets y make the model return every position's logits).
+    The mass moved is the total variation between the forced and unforced next-token distributions,
+    averaged over positions: the concept's share of it says whether the neuron promotes the concept or
+    a whole class of tokens (any noun). Exact, G neurons per forward (the contexts repeated G times)."""
     n, T = x.shape
     V = model.config.vocab_size
     p0 = F.softmax(model(x, y)[0].float(), -1)  # (n, T, V)
@@ -332,9 +333,11 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
     fire_rows = sorted(fires, key=lambda f: (f['words'] >= analyze.min_words, f['purity'], f['mass_share']),
                        reverse=True)[:top]
     prom_rows = sorted(promotes, key=lambda f: f['rank'], reverse=True)[:top]
-    tokens_of = lambda f: ' '.join(decode([t]).replace('\n', '\\n') for t, _ in analyze.top_tokens(stats[f['layer']], f['index'], 8))
+    tokens_of = lambda f: ' '.join(decode([t]).replace('\n', '\\n')
+                                   for t, _ in analyze.top_tokens(stats[f['layer']], f['index'], 8))
     for f in fire_rows:
-        f.update(tokens=tokens_of(f), score=f"purity {f['purity']:.2f} over {f['words']} words, mass share {f['mass_share']:.2f}")
+        f.update(tokens=tokens_of(f),
+                 score=f"purity {f['purity']:.2f} over {f['words']} words, mass share {f['mass_share']:.2f}")
     for f in prom_rows:
         f.update(tokens=tokens_of(f), score=f"{base:.3f} -> {base + f['delta']:.3f}, share {f['share']:.2f}")
     show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations and how many of the concept's words they "
