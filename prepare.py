@@ -38,6 +38,8 @@ tokenizer = 'char'  # with --input: char, word or gpt2
 val_fraction = 0.1  # the last val_fraction of the text is the validation split
 seed = 1337  # seed of the concepts corpus
 concept_sentences = 200000  # size of the concepts corpus, in sentences (its val split: ~175k tokens)
+concept_per_line = [2, 4]  # concepts: template sentences per line, MIN,MAX
+filler_per_line = [0, 0]  # concepts: sentences with no concept word per line, MIN,MAX (1,2 and 3,5: rarer concepts)
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
 
@@ -103,13 +105,31 @@ TEMPLATES = [
     'it was all about the {noun} .',
     'he counted {numbers} times and thought of the {noun} .',
 ]
+# sentences with no word of any concept, to make the concepts rarer (docs/steering-experiments.md, "corpora
+# with rarer concepts"); a {slot} takes a word of FILLER_WORDS[slot]
+FILLER_WORDS = dict(
+    N=('box table chair door window letter book stone rope lamp bell basket ladder map candle mirror bottle wheel bucket '
+       'clock flag ring spoon bag key cup plate bowl blanket pillow brush hammer nail fence gate wall roof bridge tower '
+       'road hill song story picture game gift secret plan idea dream').split(),
+    A='big small tall short round heavy strange quiet loud soft hard new old clean dirty empty full shiny broken odd'.split(),
+    V='opened closed moved found lost cleaned carried dropped fixed painted hid touched watched noticed kept'.split(),
+    D='slowly quickly quietly carefully again suddenly gently twice'.split(),
+    T='morning evening night week month afternoon'.split())
+FILLER = [
+    'someone {V} the {N} {D} .', 'the {N} was on the {N} .', 'it was late in the {T} .',
+    'nobody knew where the {N} was .', 'we {V} the {N} and left .', 'the {A} {N} stood by the {N} .',
+    'she {V} a {A} {N} .', 'he {V} the {N} {D} and sat down .', 'that {T} the {N} looked {A} .',
+    'they {V} the {N} near the {N} .', 'the {N} seemed {A} that {T} .', 'i {V} the {N} {D} .',
+    'it was a {A} {T} .', 'the {N} fell off the {N} .', 'somebody left a {N} behind the {N} .',
+    'we could not find the {N} .', 'the {N} and the {N} were {A} .', 'he said nothing about the {N} .',
+]
 
 
-def concepts_text(n_sentences, seed, on_topic=0.8, topics=None):
-    """The planted-concept corpus: lines of two to four template sentences. Each line has a noun and
-    an adjective topic: templates that can mention the noun topic are three times as likely, and {noun}
-    and {adj} slots take the topic with probability on_topic. Each line's noun topic is appended to
-    the list topics, if given."""
+def concepts_text(n_sentences, seed, on_topic=0.8, topics=None, per_line=(2, 4), filler=(0, 0)):
+    """The planted-concept corpus: lines of per_line (two to four) template sentences, and filler (none)
+    sentences with no concept word shuffled in among them. Each line has a noun and an adjective topic:
+    templates that can mention the noun topic are three times as likely, and {noun} and {adj} slots take
+    the topic with probability on_topic. Each line's noun topic is appended to the list topics, if given."""
     rng = random.Random(seed)
     pool = {'noun': NOUNS, 'adj': ADJECTIVES}
     lines, n = [], 0
@@ -124,9 +144,13 @@ def concepts_text(n_sentences, seed, on_topic=0.8, topics=None):
             if slot in topic:
                 slot = topic[slot] if rng.random() < on_topic else rng.choice(pool[slot])
             return rng.choice(LEXICON[slot])
-        k = rng.randint(2, 4)
-        lines.append(' '.join(re.sub(r'\{(\w+)\}', fill, t) for t in rng.choices(TEMPLATES, weights, k=k)))
-        n += k
+        sentences = [re.sub(r'\{(\w+)\}', fill, t) for t in rng.choices(TEMPLATES, weights, k=rng.randint(*per_line))]
+        if filler[1]:
+            sentences += [re.sub(r'\{(\w+)\}', lambda m: rng.choice(FILLER_WORDS[m.group(1)]), rng.choice(FILLER))
+                          for _ in range(rng.randint(*filler))]
+            rng.shuffle(sentences)
+        lines.append(' '.join(sentences))
+        n += len(sentences)
     return '\n'.join(lines) + '\n'
 
 
@@ -329,7 +353,11 @@ def main(args):
     elif len(args) != 1:
         die(f"name one dataset: {', '.join(DATASETS)}; or --input=FILE --name=NAME (see --help)")
     else:
-        target = args[0]
+        target = name or args[0]  # --name: a variant of a dataset in its own folder
+    which = '' if input else args[0]
+    if not (1 <= concept_per_line[0] <= concept_per_line[-1] and 0 <= filler_per_line[0] <= filler_per_line[-1]
+            and len(concept_per_line) == len(filler_per_line) == 2):
+        die("--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX, and --filler_per_line MIN,MAX with 0 <= MIN <= MAX")
     if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
         die(f"a dataset name is a plain folder name (letters, digits, _ . -), not {target!r}")
     if os.path.isfile(data_dir):  # found now, not after the tokenizing
@@ -344,23 +372,24 @@ def main(args):
     if input:
         with open(input, encoding='utf-8', errors='replace') as f:
             prepare_text(out, f.read(), tokenizer, os.path.abspath(input))
-    elif target in ('shakespeare_char', 'shakespeare'):
-        kind = 'char' if target == 'shakespeare_char' else 'gpt2'
+    elif which in ('shakespeare_char', 'shakespeare'):
+        kind = 'char' if which == 'shakespeare_char' else 'gpt2'
         prepare_text(out, shakespeare_text(downloads), kind, SHAKESPEARE_PKG)
-    elif target == 'concepts':
-        text = concepts_text(concept_sentences, seed)
-        prepare_text(out, text, 'word', f'concepts (seed {seed})', extra_files={'lexicon.json': LEXICON})
-    elif target == 'tinyshakespeare_char':
+    elif which == 'concepts':
+        text = concepts_text(concept_sentences, seed, per_line=concept_per_line, filler=filler_per_line)
+        prepare_text(out, text, 'word', f'concepts (seed {seed}, per line {concept_per_line} concept and '
+                     f'{filler_per_line} filler sentences)', extra_files={'lexicon.json': LEXICON})
+    elif which == 'tinyshakespeare_char':
         with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
             prepare_text(out, f.read(), 'char', TINYSHAKESPEARE_URL)
-    elif target == 'tinystories':
+    elif which == 'tinystories':
         os.makedirs(downloads, exist_ok=True)
         files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
                  for s, f in (('train', 'train'), ('val', 'valid'))}
         meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}
         write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
     else:
-        die(f"unknown dataset {target!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
+        die(f"unknown dataset {which!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
 
 
 # ----------------------------------------------------------------------------- reading a dataset

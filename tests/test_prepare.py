@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import run
-from prepare import (LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, topic_lift, word_join,
-                     word_split)
+from prepare import (FILLER_WORDS, LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, topic_lift,
+                     word_join, word_split)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 20
 
@@ -75,6 +75,7 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['--input=x.txt'], '--name=NAME'),
     (['--input=/etc/hostname', '--name=downloads'], 'a dataset name is a plain folder name'),
     (['--input=/etc/hostname', '--name=../up'], 'a dataset name is a plain folder name'),
+    (['concepts', '--concept_per_line=0,2'], '--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
@@ -110,6 +111,15 @@ def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
     assert len(words) == len(set(words))  # each word is in one concept only
     vocab = set(load_meta('concepts', data_dir)['vocab'])
     assert set(words) <= vocab and len(vocab - set(words)) < 80  # the rest: function words of the templates
+
+
+def test_filler_sentences_make_the_concepts_rarer_and_hold_no_concept_word():
+    concept_words = {w for ws in LEXICON.values() for w in ws}
+    filler_words = {w for ws in FILLER_WORDS.values() for w in ws}
+    share = lambda text: sum(w in concept_words for w in text.split()) / len(text.split())
+    plain, rare = concepts_text(3000, seed=5), concepts_text(3000, seed=5, per_line=(1, 2), filler=(3, 5))
+    assert not filler_words & concept_words and filler_words & set(rare.split())
+    assert share(rare) < share(plain) / 3  # 1-2 sentences of 4-7 hold concept words, against all 2-4
 
 
 def test_concepts_lines_carry_a_topic_that_bounds_fluent_steering():
