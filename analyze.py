@@ -566,8 +566,9 @@ def cmd_layers():
     model, ck, lex, windows, decode = setup(ckpt)
     if not lex:
         die("layers compares the concepts of neurons: give --lexicon=PATH (JSON concept -> words)")
-    if len(neuron_sites(model)) < 2:  # found before the pass over the data
-        die(f"layers needs at least two TopK layers; this model has {len(neuron_sites(model))}")
+    n_sites = len(neuron_sites(model))
+    if n_sites < 2:  # found before the pass over the data
+        die(f"layers needs at least two TopK layers; this model has {n_sites}")
     concepts = list(lex)
     stats = collect(model, windows, concept_labels(decode, model.config.vocab_size, lex), len(concepts), progress=True)
     layers = list(stats)

@@ -145,7 +145,7 @@ def concepts_text(n_sentences, seed, on_topic=0.8, topics=None, per_line=(2, 4),
                 slot = topic[slot] if rng.random() < on_topic else rng.choice(pool[slot])
             return rng.choice(LEXICON[slot])
         sentences = [re.sub(r'\{(\w+)\}', fill, t) for t in rng.choices(TEMPLATES, weights, k=rng.randint(*per_line))]
-        if filler[1]:
+        if filler[1]:  # skipped, not drawn as zero: the default corpus keeps its random stream, byte for byte
             sentences += [re.sub(r'\{(\w+)\}', lambda m: rng.choice(FILLER_WORDS[m.group(1)]), rng.choice(FILLER))
                           for _ in range(rng.randint(*filler))]
             rng.shuffle(sentences)
@@ -355,8 +355,8 @@ def main(args):
     else:
         target = name or args[0]  # --name: a variant of a dataset in its own folder
     which = '' if input else args[0]
-    if not (1 <= concept_per_line[0] <= concept_per_line[-1] and 0 <= filler_per_line[0] <= filler_per_line[-1]
-            and len(concept_per_line) == len(filler_per_line) == 2):
+    if not (len(concept_per_line) == len(filler_per_line) == 2  # first: an empty list has no [0]
+            and 1 <= concept_per_line[0] <= concept_per_line[1] and 0 <= filler_per_line[0] <= filler_per_line[1]):
         die("--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX, and --filler_per_line MIN,MAX with 0 <= MIN <= MAX")
     if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
         die(f"a dataset name is a plain folder name (letters, digits, _ . -), not {target!r}")

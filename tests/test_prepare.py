@@ -76,6 +76,7 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['--input=/etc/hostname', '--name=downloads'], 'a dataset name is a plain folder name'),
     (['--input=/etc/hostname', '--name=../up'], 'a dataset name is a plain folder name'),
     (['concepts', '--concept_per_line=0,2'], '--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX'),
+    (['concepts', '--filler_per_line='], '--filler_per_line MIN,MAX with 0 <= MIN <= MAX'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
