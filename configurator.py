@@ -151,4 +151,6 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
         else:
             die(f"unexpected argument {arg!r}: settings are --key=value, config files end in .py")
     config = {k: scope[k] for k in keys}
+    if isinstance(config.get('seed'), int) and not 0 <= config['seed'] < 2**63:  # torch's generators take 64 bits
+        die(f"seed takes an integer from 0 to 2**63 - 1, not {config['seed']}")
     return (config, args) if positional else config

@@ -59,6 +59,13 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
     assert message in err and err.count('\n') == 1
 
 
+@pytest.mark.parametrize('value', ['-1', str(2**64)])
+def test_a_seed_torch_cannot_take_exits_2(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        configure({**defaults(), 'seed': 1337}, [f'--seed={value}'])
+    assert e.value.code == 2 and 'seed takes an integer from 0 to 2**63 - 1' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('text,message', [('iters = 10 +\n', 'SyntaxError: invalid syntax (c.py, line 1)'),
                                           ('iters = nope\n', "NameError: name 'nope' is not defined")])
 def test_a_mistake_in_a_config_file_exits_2_with_one_line(tmp_path, capsys, text, message):
