@@ -410,6 +410,8 @@ def open_split(dataset, split, data_dir='data'):
     """The token ids of one split as a read-only memmap, opened once and reused for every batch
     (nanoGPT re-opens it per batch to dodge a memory leak in np.memmap; a single map does not leak)."""
     path = os.path.join(data_dir, dataset, f'{split}.bin')
+    if not os.path.isfile(path):  # prepare writes a dataset whole, so only a hand deletion gets here
+        die(f"{path} is missing: prepare {dataset} again with prepare.py's --force")
     if os.path.getsize(path) == 0:  # np.memmap cannot map an empty file; callers check the length
         return np.zeros(0, dtype=np.uint16)
     return np.memmap(path, dtype=np.uint16, mode='r')

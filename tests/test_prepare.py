@@ -38,6 +38,11 @@ def test_prepare_a_local_file_round_trips(tok, tmp_path):
     encode, decode = get_tokenizer(meta)
     assert decode(ids.tolist()) == TEXT
     assert encode(TEXT) == ids.tolist()
+    if tok == 'char':  # a split deleted by hand: one line, not a traceback
+        (tmp_path / 'tiny' / 'val.bin').unlink()
+        with pytest.raises(SystemExit) as e:
+            open_split('tiny', 'val', str(tmp_path))
+        assert e.value.code == 2
 
 
 def test_word_tokens_rejoin_into_the_text():
