@@ -583,9 +583,14 @@ def load_checkpoint(path, device='cpu'):
         # nanoGPT may save the compiled module ('_orig_mod.' prefix) and, without flash attention,
         # a causal-mask buffer 'attn.bias' that this model does not need
         state = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items() if not k.endswith('.attn.bias')}
-        model = GPT(GPTConfig(**ckpt['model_args']))
-        model.load_state_dict(state)
+        args = ckpt['model_args']
     except Exception as e:  # truncated file, not a checkpoint, a pickle with code in it, ...
         raise ValueError(f"cannot read checkpoint {path}: it is truncated, or not a checkpoint of tensors and "
                          f"plain values ({type(e).__name__})") from None
+    try:
+        model = GPT(GPTConfig(**args))
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError) as e:  # an unknown setting, a missing or reshaped weight
+        raise ValueError(f"checkpoint {path} does not fit this model.py (was it saved by a changed one?): "
+                         f"{str(e).strip().splitlines()[-1].strip()[:200]}") from None
     return model.to(device).eval(), ckpt

@@ -219,6 +219,10 @@ def test_an_unreadable_checkpoint_raises_one_clear_error(tmp_path):
     bad.write_bytes(b'not a checkpoint')
     with pytest.raises(ValueError, match='cannot read checkpoint'):
         load_checkpoint(str(bad))
+    model_args = dict(n_layer=3, n_head=2, n_embd=32, block_size=16, bias=True, vocab_size=50, dropout=0.0)
+    torch.save({'model': tiny(topk=0, bias=True).state_dict(), 'model_args': {**model_args, 'n_embd': 64}}, bad)
+    with pytest.raises(ValueError, match='does not fit this model.py .*size mismatch'):  # reshaped weights
+        load_checkpoint(str(bad))
 
 
 def test_peak_flops_table_matches_card_names():
