@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import TINY, run
+from conftest import ROOT, TINY, run
 from model import checkpoint_series
 
 
@@ -88,11 +88,36 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert ckpt['iter_num'] == 0 and all(torch.isfinite(v).all() for v in ckpt['model'].values())
 
 
-def test_sample_prints_text_from_a_series_checkpoint(full_run):
-    r = run('sample.py', f'--out_dir={full_run}', '--ckpt=8', '--start=the farmer', '--num_samples=2',
-            '--max_new_tokens=5', '--device=cpu', '--threads=1')
-    assert r.returncode == 0, r.stderr
-    assert 'iteration 8' in r.stdout and r.stdout.count('the farmer') == 2
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path, data_dir):
+    # train.py as a user runs it, but the second torch.save writes a few bytes and fails (a full disk)
+    (tmp_path / 'full_disk.py').write_text(f"""import runpy, sys, torch
+sys.path.insert(0, {ROOT!r})
+real, calls = torch.save, []
+def save(obj, f, *args, **kwargs):
+    calls.append(obj['iter_num'])
+    if len(calls) == 2:
+        f.write(b'torn')
+        raise OSError(28, 'No space left on device')
+    real(obj, f, *args, **kwargs)
+torch.save = save
+runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')
+""")
+    out = tmp_path / 'out'
+    r = run(str(tmp_path / 'full_disk.py'), '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}',
+            *TINY, '--topk=8', '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=4', '--series=False')
+    assert r.returncode == 1 and 'No space left on device' in r.stderr
+    assert torch.load(out / 'ckpt.pt', weights_only=True)['iter_num'] == 0  # the write of iteration 4 failed
+
+
+def test_sample_prints_text_from_a_series_checkpoint_and_its_seed_repeats_it(full_run):
+    def sample(*seed):
+        r = run('sample.py', f'--out_dir={full_run}', '--ckpt=8', '--start=the farmer', '--num_samples=2',
+                '--max_new_tokens=8', '--device=cpu', '--threads=1', *seed)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    out = sample()
+    assert 'iteration 8' in out and out.count('the farmer') == 2
+    assert sample() == out and sample('--seed=7') != out
 
 
 @pytest.mark.parametrize('args,message', [
