@@ -282,6 +282,8 @@ def prepare_text(out, text, kind, source, extra_files=None):
     line_start = text.rfind('\n', 0, cut) + 1
     if line_start and cut - line_start <= len(text) // 100:  # at a line break, if one is near the cut
         cut = line_start
+    else:  # else after a space: a word cut in two would be two words the word vocabulary does not have
+        cut = text.rfind(' ', line_start, cut) + 1 or cut
     if not 0 < cut < len(text):
         die(f"{source} ({len(text):,} characters) leaves an empty train or val split at --val_fraction="
             f"{val_fraction}: use a longer text, or a val_fraction between 0 and 1")
@@ -344,11 +346,13 @@ def tinystories_tokens(path):
 
 
 def main(args):
+    if not 0 < val_fraction < 1:
+        die(f"--val_fraction is the share of the text kept for validation: between 0 and 1, not {val_fraction}")
     if input:
         if args or not name:
             die("with --input=FILE give --name=NAME (and --tokenizer=char|word|gpt2), and no dataset name")
         if not os.path.isfile(input):
-            die(f"input file {input} not found")
+            die(f"input file {input} {'is a folder: give a text file' if os.path.isdir(input) else 'not found'}")
         target = name
     elif len(args) != 1:
         die(f"name one dataset: {', '.join(DATASETS)}; or --input=FILE --name=NAME (see --help)")
@@ -404,6 +408,13 @@ def load_meta(dataset, data_dir='data'):
                          f"`python prepare.py NAME`, or your text with `python prepare.py --input=FILE --name={dataset}`")
     with open(path) as f:
         return json.load(f)
+
+
+def tokenizer_id(meta):
+    """A short fingerprint of a dataset's tokenizer, kept in checkpoints: a char or word vocabulary comes
+    from the text, so another text (or the same dataset prepared again from other text) numbers its
+    tokens differently, and a model read or trained with it would see other tokens than it learned."""
+    return hashlib.sha256(json.dumps([meta['tokenizer'], meta.get('vocab')]).encode()).hexdigest()[:16]
 
 
 def open_split(dataset, split, data_dir='data'):

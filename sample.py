@@ -12,7 +12,7 @@ import torch
 
 from configurator import configure, die
 from model import load_checkpoint, resolve_checkpoint, system_settings
-from prepare import get_tokenizer, load_meta
+from prepare import get_tokenizer, load_meta, tokenizer_id
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to sample from
@@ -39,6 +39,9 @@ def load_run(out_dir, ckpt='', device='auto', data_dir='', threads=0):
         config = checkpoint.get('config', {})
         checkpoint['config'] = dict(config, data_dir=data_dir or config.get('data_dir', 'data'))
         meta = load_meta(config.get('dataset', ''), checkpoint['config']['data_dir'])
+        if checkpoint.get('tokenizer', tokenizer_id(meta)) != tokenizer_id(meta):  # nanoGPT's have none
+            raise ValueError(f"dataset {config['dataset']} has another vocabulary than when this run was trained "
+                             "(prepared again from other text?): prepare it as it was, or train again")
         encode, decode = get_tokenizer(meta)
     except ValueError as e:
         die(str(e))
@@ -73,6 +76,8 @@ def check_sampling(temperature, top_k):
 if __name__ == '__main__':
     configure(globals())
     check_sampling(temperature, top_k)
+    if num_samples < 1 or max_new_tokens < 1:
+        die(f"--num_samples and --max_new_tokens must be 1 or more, not {num_samples} and {max_new_tokens}")
     model, checkpoint, encode, decode = load_run(out_dir, ckpt, device, data_dir, threads)
     x = torch.tensor([encode_prompt(encode, start)], dtype=torch.long, device=model.lm_head.weight.device)
     print(f"# {out_dir}, iteration {checkpoint.get('iter_num')}"

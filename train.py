@@ -21,7 +21,7 @@ import torch
 from configurator import configure, die
 from model import (GPT, GPTConfig, checkpoint_series, load_checkpoint, read_metrics, series_path, system_settings,
                    topk_layers)
-from prepare import get_batch, load_meta, open_split
+from prepare import get_batch, load_meta, open_split, tokenizer_id
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -148,6 +148,9 @@ if init_from == 'scratch':
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
+    if checkpoint.get('tokenizer', tokenizer_id(meta)) != tokenizer_id(meta):  # nanoGPT's checkpoints have none
+        die(f"{path} was trained with another vocabulary than dataset {dataset}'s, so its token ids would mean "
+            "other tokens: start from a checkpoint trained on this dataset's tokenizer, or from scratch")
     if model.config.vocab_size < meta['vocab_size']:
         die(f"the checkpoint's vocabulary ({model.config.vocab_size}) is smaller than dataset {dataset}'s "
             f"({meta['vocab_size']}): start from a checkpoint trained on this tokenizer")
@@ -323,14 +326,15 @@ while True:
             rng['cuda'] = torch.cuda.get_rng_state(device)
         save(resume_path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                scaler=scaler.state_dict(), model_args=model_args, iter_num=iter_num,
-                               val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng))
+                               val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng,
+                               tokenizer=tokenizer_id(meta)))
         ckpt_iter = iter_num
         t0 = time.time()  # ms/iter measures training, not evaluation
     if series and (in_series(iter_num) or iter_num == max_iters):
         if iter_num != resumed_at and iter_num > 0:  # never snapshot weights that a non-finite step made
             stop_if_nonfinite(loss.item() * gradient_accumulation_steps, iter_num - 1)
         save(series_path(out_dir, iter_num), dict(model=raw_model.state_dict(), model_args=model_args,
-                                                  iter_num=iter_num, config=config))
+                                                  iter_num=iter_num, config=config, tokenizer=tokenizer_id(meta)))
         t0 = time.time()
     if iter_num >= max_iters:
         break

@@ -82,6 +82,8 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['--input=/etc/hostname', '--name=../up'], 'a dataset name is a plain folder name'),
     (['concepts', '--concept_per_line=0,2'], '--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX'),
     (['concepts', '--filler_per_line='], '--filler_per_line MIN,MAX with 0 <= MIN <= MAX'),
+    (['concepts', '--val_fraction=1.5'], '--val_fraction is the share of the text kept for validation'),
+    (['--input=/etc', '--name=x'], 'input file /etc is a folder: give a text file'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
@@ -94,7 +96,7 @@ def test_a_data_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2 and 'is a file: give a folder' in r.stderr and r.stderr.count('\n') == 1
 
 
-@pytest.mark.parametrize('text,val_fraction', [('', 0.1), ('a\nb\nc\n', 0.0)])
+@pytest.mark.parametrize('text,val_fraction', [('', 0.1), ('abc', 0.9)])
 def test_an_empty_split_exits_2_with_one_line(text, val_fraction, tmp_path):
     (tmp_path / 'in.txt').write_text(text)
     r = run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', f'--data_dir={tmp_path}',
@@ -107,6 +109,15 @@ def test_the_val_cut_moves_to_a_line_break_only_when_one_is_near(tmp_path):
     (tmp_path / 'in.txt').write_text('Title\n' + 'x' * 10000)  # a text that is one long line after its title
     assert run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', f'--data_dir={tmp_path}').returncode == 0
     assert os.path.getsize(tmp_path / 'x' / 'val.bin') // 2 == 1001  # the last 10%, not all but 'Title\n'
+
+
+def test_with_no_line_break_near_the_val_cut_moves_back_to_a_space(tmp_path):
+    # a line of words with no line break near the cut: cut mid-word, its halves would be unknown words
+    (tmp_path / 'in.txt').write_text('the day came ' * 5)  # 90% of it ends in 'da|y'
+    r = run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', '--tokenizer=word', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    meta = load_meta('x', str(tmp_path))
+    assert meta['vocab'] == ['came', 'day', 'the'] and meta['val_tokens'] == 2  # 'day came'
 
 
 def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):

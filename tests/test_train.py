@@ -38,7 +38,7 @@ def test_training_writes_a_log_spaced_series_and_metrics(full_run):
     assert evals[-1]['val_loss'] < evals[0]['val_loss']
     assert [r['iter'] for r in rows(full_run, 'train')] == list(range(12))
     ckpt = torch.load(os.path.join(full_run, 'series', 'ckpt_0000004.pt'), weights_only=True)
-    assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config'}  # small: no optimizer
+    assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config', 'tokenizer'}  # small: no optimizer
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
     assert ckpt['config']['max_iters'] == 12 and ckpt['model_args']['topk'] == 8
 
@@ -125,6 +125,8 @@ def test_sample_prints_text_from_a_series_checkpoint_and_its_seed_repeats_it(ful
     (['--ckpt=3'], 'no checkpoint for iteration 3'),
     (['--start=FILE:/no/such'], 'prompt file /no/such not found'),
     (['--threads=-1'], "threads must be 0 (torch's default) or more"),
+    (['--num_samples=0'], '--num_samples and --max_new_tokens must be 1 or more'),
+    (['--out_dir=README.md'], "--out_dir=README.md is a file: give the run's folder, or the file as --ckpt=README.md"),
 ])
 def test_sample_mistakes_exit_2_with_one_line(full_run, args, message):
     r = run('sample.py', f'--out_dir={full_run}', '--device=cpu', *args)
@@ -198,6 +200,22 @@ def test_a_new_run_from_a_checkpoint_trains_on_its_data_with_a_new_recipe(full_r
     old = torch.load(os.path.join(full_run, 'ckpt.pt'), weights_only=True)['config']
     assert all(config[k] == old[k] for k in ('dataset', 'data_dir', 'block_size'))  # its data and context
     assert config['batch_size'] == 64 != old['batch_size'] and config['max_iters'] == 2  # train.py's recipe
+
+
+def test_a_checkpoint_is_never_read_or_trained_with_another_vocabulary(full_run, data_dir, tmp_path):
+    # the same dataset with two words' ids swapped, as a dataset prepared again from other text would number them
+    (tmp_path / 'concepts').mkdir()
+    meta = json.loads(open(os.path.join(data_dir, 'concepts', 'meta.json')).read())
+    meta['vocab'][:2] = meta['vocab'][1::-1]
+    (tmp_path / 'concepts' / 'meta.json').write_text(json.dumps(meta))
+    for split in ('train', 'val'):
+        os.symlink(os.path.join(data_dir, 'concepts', f'{split}.bin'), tmp_path / 'concepts' / f'{split}.bin')
+    r = run('sample.py', f'--out_dir={full_run}', f'--data_dir={tmp_path}', '--device=cpu')
+    assert r.returncode == 2 and 'has another vocabulary than when this run was trained' in r.stderr
+    r = run('train.py', f'--out_dir={tmp_path / "new"}', f'--init_from={full_run}/ckpt.pt', f'--data_dir={tmp_path}',
+            '--device=cpu')
+    assert r.returncode == 2 and 'was trained with another vocabulary than dataset concepts' in r.stderr
+    assert r.stderr.count('\n') == 1
 
 
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
