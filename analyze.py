@@ -390,7 +390,7 @@ def cmd_neurons():
         for c in concepts:
             if c in best:
                 layer, j, p = best[c]
-                lines.append(f"| {c} | {layer}:{j} | {p:.2f} | {', '.join(table[layer][j]['top_tokens'][:6])} |")
+                lines.append(f"| {c} | {layer}:{j} | {p:.2f} | {show_words(table[layer][j]['top_tokens'][:6])} |")
             else:
                 lines.append(f"| {c} | none | 0.00 | |")
     head = len(lines)  # stdout gets the summary; the report also gets every layer's table

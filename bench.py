@@ -125,7 +125,7 @@ if __name__ == '__main__':
     if topk < 1:
         die("--topk must be 1 or more: bench.py compares the TopK model with its dense twin, which it builds itself")
     output_file(json)
-    machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} threads"
+    machine = torch.cuda.get_device_name() if device_type == 'cuda' else f"{device}, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}"
     print(f"# bench: {n_layer}x{n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, vocab {vocab_size}, TopK k={topk} at "
           f"{topk_site} in {n_layer - n_nontopk} of {n_layer} blocks; {machine}, {dtype}"
           f"{', compiled' if compile else ''}; torch {torch.__version__}")

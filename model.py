@@ -557,6 +557,8 @@ def resolve_checkpoint(out_dir, ckpt=''):
     """'' -> the run's latest checkpoint (ckpt.pt); an integer -> that iteration of the series;
     anything else -> a path. Raises ValueError with what to do instead."""
     ckpt = str(ckpt)
+    if os.path.isfile(out_dir):
+        raise ValueError(f"--out_dir={out_dir} is a file: give the run's folder, or the file as --ckpt={out_dir}")
     if ckpt == '':
         path = os.path.join(out_dir, 'ckpt.pt')
         if not os.path.exists(path):
