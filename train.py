@@ -287,10 +287,10 @@ def in_series(it):
     return it == 0 or (it <= series_log_max and it & (it - 1) == 0) or it % ckpt_interval == 0
 
 
-def stop_if_nonfinite(value, it):
+def stop_if_nonfinite(value, it, what='the loss'):
     if not math.isfinite(value):
         last = f"ckpt.pt holds iteration {ckpt_iter}" if ckpt_iter is not None else "no checkpoint was written"
-        print(f"stopping: the loss became {value} at iteration {it}; {last}. "
+        print(f"stopping: {what} became {value} at iteration {it}; {last}. "
               "Try a lower --learning_rate, a longer --warmup_iters or --grad_clip=1.0", file=sys.stderr)
         sys.exit(1)
 
@@ -302,6 +302,7 @@ def stop_if_nonfinite(value, it):
 # uninterrupted one and reaches the same weights (tests/test_train.py checks it).
 resumed_at = iter_num if init_from == 'resume' else None
 ckpt_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
+first_iter = iter_num  # where this process started: a resumed run compiles again
 t0 = time.time()
 running_mfu = -1.0
 while True:
@@ -332,7 +333,10 @@ while True:
         t0 = time.time()  # ms/iter measures training, not evaluation
     if series and (in_series(iter_num) or iter_num == max_iters):
         if iter_num != resumed_at and iter_num > 0:  # never snapshot weights that a non-finite step made
-            stop_if_nonfinite(loss.item() * gradient_accumulation_steps, iter_num - 1)
+            stop_if_nonfinite(step_loss.item(), iter_num - 1)
+            # a finite loss can still leave NaN weights: an infinite gradient times clipping's 0
+            if not all(p.isfinite().all() for p in raw_model.parameters()):
+                stop_if_nonfinite(math.nan, iter_num - 1, 'a weight')
         save(series_path(out_dir, iter_num), dict(model=raw_model.state_dict(), model_args=model_args,
                                                   iter_num=iter_num, config=config, tokenizer=tokenizer_id(meta)))
         t0 = time.time()
@@ -340,12 +344,14 @@ while True:
         break
 
     # one optimizer step over gradient_accumulation_steps micro-batches
+    step_loss = 0.0  # the step's loss: the mean over its micro-batches (nanoGPT logs the last one's)
     for micro_step in range(gradient_accumulation_steps):
         X, Y = get_batch(train_data, block_size, batch_size, data_gen, device)
         with autocast:
             _, loss = model(X, Y)
             loss = loss / gradient_accumulation_steps  # the mean over micro-batches, as one big batch
         scaler.scale(loss).backward()
+        step_loss += loss.detach()
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -356,10 +362,10 @@ while True:
     t1 = time.time()
     dt, t0 = t1 - t0, t1
     if iter_num % log_interval == 0:
-        lossf = loss.item() * gradient_accumulation_steps  # a CPU-GPU sync, so only every log_interval
+        lossf = step_loss.item()  # a CPU-GPU sync, so only every log_interval
         stop_if_nonfinite(lossf, iter_num)
         mfu = raw_model.estimate_mfu(tokens_per_iter, dt) if device_type == 'cuda' else None
-        if mfu is not None and iter_num >= 5:  # the first iterations include compilation
+        if mfu is not None and iter_num - first_iter >= 5:  # the first iterations include compilation
             running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.1f}ms, {tokens_per_iter / dt:,.0f} tok/s"
               + (f", mfu {running_mfu * 100:.1f}%" if running_mfu >= 0 else ''))

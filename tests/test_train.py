@@ -88,25 +88,53 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert ckpt['iter_num'] == 0 and all(torch.isfinite(v).all() for v in ckpt['model'].values())
 
 
+def train_patched(tmp_path, data_dir, patch, *extra):
+    """train.py as a user runs it, after `patch` (Python source) has replaced something it calls."""
+    (tmp_path / 'patched.py').write_text(f"import runpy, sys, torch\nsys.path.insert(0, {ROOT!r})\n{patch}\n"
+                                         f"runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')\n")
+    return run(str(tmp_path / 'patched.py'), '--dataset=concepts', f'--data_dir={data_dir}',
+               f'--out_dir={tmp_path / "out"}', *TINY, '--topk=8', *extra)
+
+
 def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path, data_dir):
-    # train.py as a user runs it, but the second torch.save writes a few bytes and fails (a full disk)
-    (tmp_path / 'full_disk.py').write_text(f"""import runpy, sys, torch
-sys.path.insert(0, {ROOT!r})
-real, calls = torch.save, []
+    # the second torch.save writes a few bytes and fails (a full disk)
+    r = train_patched(tmp_path, data_dir, """real, calls = torch.save, []
 def save(obj, f, *args, **kwargs):
     calls.append(obj['iter_num'])
     if len(calls) == 2:
         f.write(b'torn')
         raise OSError(28, 'No space left on device')
     real(obj, f, *args, **kwargs)
-torch.save = save
-runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')
-""")
-    out = tmp_path / 'out'
-    r = run(str(tmp_path / 'full_disk.py'), '--dataset=concepts', f'--data_dir={data_dir}', f'--out_dir={out}',
-            *TINY, '--topk=8', '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=4', '--series=False')
+torch.save = save""", '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=4', '--series=False')
     assert r.returncode == 1 and 'No space left on device' in r.stderr
-    assert torch.load(out / 'ckpt.pt', weights_only=True)['iter_num'] == 0  # the write of iteration 4 failed
+    assert torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)['iter_num'] == 0  # iteration 4's write failed
+
+
+def test_a_step_that_leaves_a_nan_weight_is_never_snapshotted(tmp_path, data_dir):
+    # the step of iteration 3 writes a NaN into one weight, as an infinite gradient times clipping's 0
+    # would; its loss was finite and no loss is logged after it, so only the weights show it
+    r = train_patched(tmp_path, data_dir, """real, calls = torch.optim.AdamW.step, []
+def step(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 4:
+        self.param_groups[0]['params'][0].data[0, 0] = float('nan')
+    return out
+torch.optim.AdamW.step = step""", '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=8', '--log_interval=100')
+    assert r.returncode == 1 and 'a weight became nan at iteration 3' in r.stderr
+    assert [i for i, _ in checkpoint_series(tmp_path / 'out')] == [0, 1, 2]  # not 4
+
+
+def test_the_logged_train_loss_is_the_mean_over_micro_batches(tmp_path, data_dir):
+    # two micro-batches of 4 windows draw the same windows as one batch of 8 from the same generator
+    losses = []
+    for i, (accum, batch) in enumerate([(2, 4), (1, 8)]):
+        out = str(tmp_path / str(i))
+        r = train(out, data_dir, '--max_iters=1', f'--gradient_accumulation_steps={accum}', f'--batch_size={batch}',
+                  '--series=False')
+        assert r.returncode == 0, r.stderr
+        losses.append(rows(out, 'train')[0]['loss'])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_sample_prints_text_from_a_series_checkpoint_and_its_seed_repeats_it(full_run):
