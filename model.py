@@ -505,12 +505,14 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
 
 
 # ----------------------------------------------------------------------------------------------
-# peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts, no sparsity), matched as a
-# substring of torch.cuda.get_device_name(); nanochat keeps such a table instead of one card
+# peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts unless named, no sparsity),
+# matched as whole words of torch.cuda.get_device_name(), so that L4 is not an L40 nor A100 an A1000;
+# nanochat keeps such a table instead of one card
 
 PEAK_FLOPS = {
-    'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 70e12, 'A10': 125e12, 'L40S': 362e12,
-    'L4': 121e12, 'A6000': 155e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12, 'T4': 65e12,
+    'H200': 989e12, 'H100 PCIe': 756e12, 'H100 NVL': 835e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 70e12,
+    'A10': 125e12, 'L40S': 362e12, 'L40': 181e12, 'L4': 121e12, 'A6000': 155e12, 'RTX 4090': 165e12,
+    'RTX 3090': 71e12, 'V100': 125e12, 'T4': 65e12,
 }
 
 
@@ -519,8 +521,8 @@ def peak_flops(device_name=None):
         if not torch.cuda.is_available():
             return None
         device_name = torch.cuda.get_device_name()
-    for card, flops in PEAK_FLOPS.items():  # longer names first where one contains another (A10G, A10)
-        if card in device_name:
+    for card, flops in PEAK_FLOPS.items():  # a part's name before its family's (H100 PCIe, H100)
+        if re.search(rf'\b{card}\b', device_name):
             return flops
     return None
 

@@ -229,6 +229,8 @@ def test_peak_flops_table_matches_card_names():
     assert peak_flops('NVIDIA H100 80GB HBM3') == 989e12
     assert peak_flops('NVIDIA A100-SXM4-40GB') == 312e12
     assert peak_flops('NVIDIA A10G') == 70e12
+    assert peak_flops('NVIDIA H100 PCIe') == 756e12 and peak_flops('NVIDIA L40') == 181e12
+    assert peak_flops('NVIDIA L4') == 121e12 and peak_flops('NVIDIA RTX A1000') is None  # no A100 in it
     assert peak_flops('Some Unknown Card') is None
 
 
