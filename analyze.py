@@ -257,10 +257,12 @@ def jaccard(a, b):
 
 
 def promoted(model, layer, k=N_TOP_TOKENS):
-    """(C, k) token ids each neuron's direction raises most through ln_f's gain and the unembedding.
+    """(C, k) token ids each neuron's direction raises most on the direct path: through ln_f's centering
+    and gain (its scaling depends on the whole residual stream, so it is left out) and the unembedding.
     A residual-stream neuron's direction is its own coordinate; an MLP neuron's is its c_proj column."""
     block = model.transformer.h[layer]
     W_U = model.lm_head.weight * model.transformer.ln_f.weight  # (V, C)
+    W_U = W_U - W_U.mean(1, keepdim=True)  # ln_f first subtracts the mean over C: W_U @ (d - mean(d))
     with torch.no_grad():
         effect = W_U @ block.mlp.c_proj.weight if hasattr(block.mlp, 'topk') else W_U  # (V, width)
         return effect.topk(k, dim=0).indices.T

@@ -113,7 +113,7 @@ def test_collect_over_batches_matches_a_dense_recompute_of_every_activation(monk
 
 
 @pytest.mark.parametrize('site', ['resid', 'mlp'])
-def test_promoted_tokens_are_those_a_neurons_direction_raises_most_through_the_unembedding(site):
+def test_promoted_tokens_are_those_a_neurons_direction_raises_most_through_ln_f_and_the_unembedding(site):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=30, topk=4, n_nontopk=1,
                           topk_site=site, bias=False)).eval()  # no c_proj bias: a direction is its column alone
@@ -122,7 +122,8 @@ def test_promoted_tokens_are_those_a_neurons_direction_raises_most_through_the_u
         model.transformer.ln_f.weight.uniform_(0.5, 2.0)  # a gain that is not all ones, so it must be applied
         one_hot = torch.eye(width)  # (width, width): each neuron alone, at 1
         direction = model.transformer.h[0].mlp.c_proj(one_hot) if site == 'mlp' else one_hot  # (width, C)
-        logits = model.lm_head(direction * model.transformer.ln_f.weight)  # (width, V)
+        centred = direction - direction.mean(1, keepdim=True)  # as ln_f centres the residual stream
+        logits = model.lm_head(centred * model.transformer.ln_f.weight)  # (width, V)
     assert torch.equal(analyze.promoted(model, 0, k=3), logits.topk(3, dim=1).indices)
 
 
