@@ -99,7 +99,7 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-WORD_RE = re.compile(r"(?:[^\W_]|')+")  # a word of the concept rate: letters (any alphabet), digits, apostrophes
+WORD_RE = re.compile(r"(?:[^\W_]|['’])+")  # a word of the concept rate: letters (any alphabet), digits, apostrophes
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
@@ -243,7 +243,7 @@ def writable(encode, word):
 def is_concept(word, concept_words):
     """A word, lowercased and out of its quotes ('rain'), or the word before its possessive 's ("dog's"),
     is one of concept_words."""
-    w = word.lower().strip("'")
+    w = word.lower().replace('’', "'").strip("'")  # a curly apostrophe is an apostrophe
     return w in concept_words or (w.endswith("'s") and w[:-2] in concept_words)
 
 

@@ -198,6 +198,7 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
     assert concept_rate([text], {'rain', 'dog'}) == pytest.approx(3 / 9)
     assert concept_rate(["he had 2 dogs and 12 cats"], {'2', '12'}) == pytest.approx(2 / 7)  # digits are words too
     assert concept_rate(["un café, une crème_brûlée"], {'café'}) == pytest.approx(1 / 5)  # any alphabet; _ splits
+    assert concept_rate(["the dog’s ‘rain’"], {'rain', 'dog'}) == pytest.approx(2 / 3)  # curly apostrophes and quotes
 
 
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
