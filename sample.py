@@ -39,7 +39,8 @@ def load_run(out_dir, ckpt='', device='auto', data_dir='', threads=0):
         config = checkpoint.get('config', {})
         checkpoint['config'] = dict(config, data_dir=data_dir or config.get('data_dir', 'data'))
         meta = load_meta(config.get('dataset', ''), checkpoint['config']['data_dir'])
-        if checkpoint.get('tokenizer', tokenizer_id(meta)) != tokenizer_id(meta):  # nanoGPT's have none
+        vocab_id = tokenizer_id(meta)
+        if checkpoint.get('tokenizer', vocab_id) != vocab_id:  # nanoGPT's have none
             raise ValueError(f"dataset {config['dataset']} has another vocabulary than when this run was trained "
                              "(prepared again from other text?): prepare it as it was, or train again")
         encode, decode = get_tokenizer(meta)

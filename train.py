@@ -121,6 +121,7 @@ try:
     meta = load_meta(dataset, data_dir)
 except ValueError as e:
     die(str(e))
+vocab_id = tokenizer_id(meta)  # kept in every checkpoint, so none is trained or read with other token ids
 train_data, val_data = open_split(dataset, 'train', data_dir), open_split(dataset, 'val', data_dir)
 if min(len(train_data), len(val_data)) <= block_size:
     die(f"dataset {dataset} has a split of {min(len(train_data), len(val_data))} tokens, too short for "
@@ -148,7 +149,7 @@ if init_from == 'scratch':
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
-    if checkpoint.get('tokenizer', tokenizer_id(meta)) != tokenizer_id(meta):  # nanoGPT's checkpoints have none
+    if checkpoint.get('tokenizer', vocab_id) != vocab_id:  # nanoGPT's checkpoints have none
         die(f"{path} was trained with another vocabulary than dataset {dataset}'s, so its token ids would mean "
             "other tokens: start from a checkpoint trained on this dataset's tokenizer, or from scratch")
     if model.config.vocab_size < meta['vocab_size']:
@@ -328,7 +329,7 @@ while True:
         save(resume_path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                scaler=scaler.state_dict(), model_args=model_args, iter_num=iter_num,
                                val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng,
-                               tokenizer=tokenizer_id(meta)))
+                               tokenizer=vocab_id))
         ckpt_iter = iter_num
         t0 = time.time()  # ms/iter measures training, not evaluation
     if series and (in_series(iter_num) or iter_num == max_iters):
@@ -338,7 +339,7 @@ while True:
             if not all(p.isfinite().all() for p in raw_model.parameters()):
                 stop_if_nonfinite(math.nan, iter_num - 1, 'a weight')
         save(series_path(out_dir, iter_num), dict(model=raw_model.state_dict(), model_args=model_args,
-                                                  iter_num=iter_num, config=config, tokenizer=tokenizer_id(meta)))
+                                                  iter_num=iter_num, config=config, tokenizer=vocab_id))
         t0 = time.time()
     if iter_num >= max_iters:
         break
