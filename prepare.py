@@ -171,8 +171,8 @@ def topic_lift(n_sentences=50000, seed=0):
 
 # ----------------------------------------------------------------------------- tokenizers
 
-# words (letters of any alphabet, digits, straight or curly apostrophes), single punctuation marks, newlines
-WORD_RE = re.compile(r"\n|(?:[^\W_]|['’])+|\S")
+WORD = r"(?:[^\W_]|['’])+"  # a word: letters of any alphabet, digits, straight or curly apostrophes
+WORD_RE = re.compile(rf"\n|{WORD}|\S")  # words, single punctuation marks, newlines
 
 
 def word_split(text):

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 import analyze
 from configurator import configure, die, output_dir, output_file
 from model import neuron_width, topk_layers
-from prepare import get_batch, open_split
+from prepare import WORD, get_batch, open_split
 from sample import check_sampling, encode_prompt, load_run
 
 # -----------------------------------------------------------------------------
@@ -99,7 +99,7 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-WORD_RE = re.compile(r"(?:[^\W_]|['’])+")  # a word of the concept rate: letters (any alphabet), digits, apostrophes
+WORD_RE = re.compile(WORD)  # a word of the concept rate: a word as the word tokenizer splits it
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
