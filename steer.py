@@ -18,7 +18,8 @@ Two different questions find two different lists of neurons for a concept:
   unforced model: an exact intervention, batched over neurons. Neurons are ranked by that gain
   times the concept's share of all the probability the forcing moves, so that a neuron which raises
   every noun does not win for each noun concept. In a wide layer a first-order estimate picks the
-  candidates.
+  candidates. Which neuron wins depends on the search's strength: with several (--search_scale=0.5,3
+  and --sweep), each search's best neuron is swept, and the neuron is picked as the strength is.
 Steering needs the second list. A neuron that fires on animal words says "an animal was just read",
 and what follows an animal is rarely another animal: forced hard, it can make animals *rarer*; forced
 gently, it can carry a topic on (README, Steering).
@@ -66,8 +67,9 @@ neuron = []  # LAYER:INDEX to steer with, repeatable (skips the search); default
 value = 0.0  # the absolute value to force (with --mode=set, 0 switches the neuron off); not given = use --scale
 scale = 0.75  # strength as a multiple of the neuron's largest activation on val data (2x breaks sentences; TopK inside the MLP: 4)
 # the promotes search forces each neuron gently, in the range where steering stays fluent (a sweep's best:
-# 0.375-1x); at 2x, what wins is what breaks sentences
-search_scale = 0.5  # the promotes search forces each neuron at this x its max activation
+# 0.375-1x); at 2x, what wins is what breaks sentences. Several (0.5,3, with --sweep): one search per value,
+# each search's best neuron swept, and the neuron and strength with the highest rate within the budget kept
+search_scale = [0.5]  # the promotes search forces each neuron at this x its max activation (several: with --sweep)
 mode = 'set'  # 'set' the neuron to the strength, or 'add' it
 positions = 'all'  # steer at 'all' positions, the 'prompt' only, or the 'new' tokens only (not the first: the prompt predicts it)
 start = '\n'  # the prompt; FILE:path reads it from a file
@@ -314,52 +316,64 @@ def show_neurons(title, rows):
 
 
 def find_neurons(model, stats, decode, ids, c, name, x, y):
-    """Both lists for concept c (its tokens: ids), printed; returns them and the best 'promotes' neuron
-    per layer."""
-    strength = {layer: s['max'] * search_scale for layer, s in stats.items()}
-    base, found = promote_search(model, x, y, ids, strength)
-    rank = {layer: promote_rank(d, m) for layer, (d, m) in found.items()}
-    fires, promotes = [], []
+    """Both lists for concept c (its tokens: ids), printed: 'fires on', and 'promotes' for each --search_scale.
+    Returns the 'fires on' rows, and per search scale its 'promotes' rows and best neuron per layer."""
+    fires = []
     for layer, s in stats.items():
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
         fires += [dict(neuron=f"{layer}:{j}", layer=layer, index=j, purity=p, words=n, mass_share=sh) for j, (p, sh, n)
                   in enumerate(zip(s['concept_purity'][c].tolist(), share.tolist(), s['concept_words'][c].tolist()))]
-        d, m = found[layer]
-        promotes += [dict(neuron=f"{layer}:{j}", layer=layer, index=j, delta=dj, share=dj / max(mj, 1e-12), rank=r)
-                     for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
-                     if math.isfinite(dj)]  # in a wide layer only the candidates were forced
     # analyze.py's rule first: a neuron whose top activations span fewer than min_words of the concept's
     # words is a token detector, listed after those that span enough
     fire_rows = sorted(fires, key=lambda f: (f['words'] >= analyze.min_words, f['purity'], f['mass_share']),
                        reverse=True)[:top]
-    prom_rows = sorted(promotes, key=lambda f: f['rank'], reverse=True)[:top]
     tokens_of = lambda f: ' '.join(decode([t]).replace('\n', '\\n')
                                    for t, _ in analyze.top_tokens(stats[f['layer']], f['index'], 8))
     for f in fire_rows:
         f.update(tokens=tokens_of(f),
                  score=f"purity {f['purity']:.2f} over {f['words']} words, mass share {f['mass_share']:.2f}")
-    for f in prom_rows:
-        f.update(tokens=tokens_of(f), score=f"{base:.3f} -> {base + f['delta']:.3f}, share {f['share']:.2f}")
     show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations and how many of the concept's words they "
                  f"cover, fewer than {analyze.min_words} listed last; share of its mass; its top tokens):", fire_rows)
-    show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {search_scale:g}x max, and the "
-                 f"concept's share of the probability moved; the tokens it fires on):", prom_rows)
+    return fire_rows, [search_promotes(model, stats, ids, name, x, y, sc, tokens_of) for sc in search_scale]
+
+
+def search_promotes(model, stats, ids, name, x, y, sc, tokens_of):
+    """The 'promotes' list for the concept's tokens ids, each neuron forced at sc x its max, printed with
+    the best neuron of each layer."""
+    base, found = promote_search(model, x, y, ids, {layer: s['max'] * sc for layer, s in stats.items()})
+    rank = {layer: promote_rank(d, m) for layer, (d, m) in found.items()}
+    promotes = []
+    for layer, (d, m) in found.items():
+        promotes += [dict(neuron=f"{layer}:{j}", layer=layer, index=j, delta=dj, share=dj / max(mj, 1e-12), rank=r)
+                     for j, (r, dj, mj) in enumerate(zip(rank[layer].tolist(), d.tolist(), m.tolist()))
+                     if math.isfinite(dj)]  # in a wide layer only the candidates were forced
+    rows = sorted(promotes, key=lambda f: f['rank'], reverse=True)[:top]
+    for f in rows:
+        f.update(tokens=tokens_of(f), score=f"{base:.3f} -> {base + f['delta']:.3f}, share {f['share']:.2f}")
+    show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {sc:g}x max, and the "
+                 f"concept's share of the probability moved; the tokens it fires on):", rows)
     per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
     # the paper's consistent neurons across layers: the index that wins in most layers (a tie: the first seen)
     index, n = Counter(per_layer.values()).most_common(1)[0]
     print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())
           + (f" (index {index} wins in {n} of {len(per_layer)} layers)" if n > 1 else ''))
-    return dict(fires_on=fire_rows, promotes=prom_rows, best_per_layer={str(l): j for l, j in per_layer.items()},
+    return dict(search_scale=sc, promotes=rows, best_per_layer={str(l): j for l, j in per_layer.items()},
                 same_index=dict(index=index, layers=n, of=len(per_layer)))
+
+
+def pick(runs, base):
+    """The runs within the perplexity budget of the unsteered base, and the best: the highest concept rate
+    among them (a tie: the first), or the most fluent run if none is within."""
+    ok = [r for r in runs if r['ppl'] <= max_ppl_ratio * base['ppl']]
+    return ok, max(ok, key=lambda r: r['rate']) if ok else min(runs, key=lambda r: r['ppl'])
 
 
 def report_runs(runs, base, key, concept_words):
     """Print each run's concept rate and perplexity against the unsteered base; returns the runs within
     the perplexity budget and the best of them (the highest rate; none within: the most fluent)."""
-    within = [r['ppl'] <= max_ppl_ratio * base['ppl'] for r in runs]
-    ok = [r for r, w in zip(runs, within) if w]
-    best = max(ok, key=lambda r: r['rate']) if ok else min(runs, key=lambda r: r['ppl'])
-    for r, w in zip(runs, within):
+    ok, best = pick(runs, base)
+    for r in runs:
+        w = any(r is o for o in ok)  # `in` would compare dicts that hold tensors
         times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
         rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
                 f"the other tokens' -log p {base['other_nll']:.2f} -> {r['other_nll']:.2f}, " if concept_words else '')
@@ -376,11 +390,11 @@ def without_samples(runs):
     return [{k: v for k, v in r.items() if k not in ('texts', 'tokens', 'nll')} for r in runs]
 
 
-def measure_again(again, pick, picked_ok, base1, key, concept_words):
+def measure_again(again, best, picked_ok, base1, key, concept_words):
     """A sweep's pick is the best of several noisy rates, so on its own samples it looks better than it
     is: again() measures it on new samples (draw 1), against the unsteered samples base1 of the same
     draw. It is within the budget if it was on both draws (picked_ok: draw 0 had a strength within it)."""
-    r = dict(pick, **again())
+    r = dict(best, **again())
     print(f"  {key} {r[key]:g} measured again on new samples (seed + 1), the figures reported:")
     ok, _ = report_runs([r], base1, key, concept_words)
     return r, picked_ok and bool(ok)
@@ -394,18 +408,22 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
 
     def run(forced=None, bias=None, draw=0):  # samples steered by the neurons {(layer, j): value} or the bias, scored
         return scored(measure(model, prompt, forced, decode, bias, draw), concept_words, ids)
-    steered = given_neurons
-    if not steered:
-        result.update(find_neurons(model, stats, decode, ids, c, name, x, y))
-        steered = [(result['promotes'][0]['layer'], result['promotes'][0]['index'])]
-    max_act = {(l, j): stats[l]['max'][j].item() for l, j in steered}
+    # what a sweep tries: the given neurons together, or the best 'promotes' neuron of each search scale
+    searches = []
+    if given_neurons:
+        tried = [tuple(given_neurons)]
+    else:
+        result['fires_on'], searches = find_neurons(model, stats, decode, ids, c, name, x, y)
+        best_of = lambda s: ((s['promotes'][0]['layer'], s['promotes'][0]['index']),)  # a set of one neuron
+        tried = list(dict.fromkeys(best_of(s) for s in searches))  # two searches may find the same neuron
+    max_act = {n: stats[n[0]]['max'][n[1]].item() for ns in tried for n in ns}
     by_value = 'value' in given  # else the strength is a --scale of each neuron's max activation
     if not by_value and any(m <= 0 for m in max_act.values()):
         die(f"neuron(s) {', '.join(f'{l}:{j}' for (l, j), m in max_act.items() if m <= 0)} never fired on the val tokens read, "
             "so --scale has nothing to scale: give --value")
     base, base1 = (scored(b, concept_words, ids) if b else None for b in bases)
     key = 'value' if by_value else 'scale'  # what the strength was given as
-    forcing = lambda sc: {n: value if by_value else sc * m for n, m in max_act.items()}
+    forcing = lambda ns, sc: {n: value if by_value else sc * max_act[n] for n in ns}
     if by_value:
         scales = [None]
     elif sweep:
@@ -413,22 +431,37 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     else:
         scales = [scale]
     runs = []
-    for sc in scales:
-        forced = forcing(sc)
-        runs.append(dict(scale=sc, value=value if by_value else None, strength=list(forced.values()), **run(forced)))
-    neurons_txt = ', '.join(f"{l}:{j}" for l, j in steered)
-    print(f"steering {neurons_txt} ({mode}, positions={positions}) over {num_samples} samples of {max_new_tokens} tokens:")
-    ok, best = report_runs(runs, base, key, concept_words)
+    for ns in tried:
+        print(f"steering {', '.join(names(ns))} ({mode}, positions={positions}) over {num_samples} samples of "
+              f"{max_new_tokens} tokens:")
+        mine = []
+        for sc in scales:
+            forced = forcing(ns, sc)
+            mine.append(dict(neurons=names(ns), scale=sc, value=value if by_value else None,
+                             strength=list(forced.values()), **run(forced)))
+        report_runs(mine, base, key, concept_words)
+        runs += mine
+    ok, best = pick(runs, base)  # over every neuron tried: a neuron is picked as a strength is
+    steered = next(ns for ns in tried if names(ns) == best['neurons'])
+    if len(tried) > 1:
+        print(f"  kept {', '.join(best['neurons'])} at {key} {best[key]:g}: of the {len(tried)} neurons' sweeps, "
+              + ("the highest concept rate within the budget" if ok else "the most fluent (none kept within the budget)"))
     unsteered, picked, within = base, best, bool(ok)
     if sweep:
         unsteered = base1
-        picked, within = measure_again(lambda: run(forcing(best['scale']), draw=1), best, within, base1, key, concept_words)
+        picked, within = measure_again(lambda: run(forcing(steered, best['scale']), draw=1), best, within, base1, key,
+                                       concept_words)
     print(f"prompt {decode(prompt[0].tolist())!r}; unsteered | steered at {key} {best[key]:g} "
           f"(same seeds{'; concept words *marked*' if concept_words else ''}):")
     for a, b in list(zip(unsteered['texts'], picked['texts']))[:show]:
         print(side_by_side(marked(a, concept_words), marked(b, concept_words)))
         print('  ' + '-' * 100)
-    result.update(neurons=[f"{l}:{j}" for l, j in steered], mode=mode, positions=positions, strength=best['strength'],
+    if searches:  # the search that found the kept neuron (the first, if several found it)
+        found = next(s for s in searches if [s['promotes'][0]['neuron']] == best['neurons'])
+        result.update(found)
+        if len(searches) > 1:
+            result['searches'] = searches
+    result.update(neurons=best['neurons'], mode=mode, positions=positions, strength=best['strength'],
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
                   steered_rate=picked['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=picked['ppl'],
                   other_nll_unsteered=unsteered['other_nll'], other_nll_steered=picked['other_nll'],
@@ -449,32 +482,43 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
                                     ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], sweep=without_samples(refs))
     if sweep:
-        plot_sweep(name, neurons_txt, base, runs, refs)
+        plot_sweep(name, base, runs, refs)
     return result
 
 
-def plot_sweep(name, neurons_txt, base, runs, refs=()):
-    """Left: concept rate and perplexity against strength. Right: the trade-off itself, rate against
-    perplexity (both relative to the unsteered text), for the neuron and for the logit-bias reference
-    refs if given: the gap between the two curves is what the neuron moves besides its concept."""
+def names(neurons):
+    """[(layer, j)] -> ['layer:j'], as the command line and the JSON write them."""
+    return [f"{l}:{j}" for l, j in neurons]
+
+
+def plot_sweep(name, base, runs, refs=()):
+    """Left: concept rate and perplexity against strength, one line style per neuron tried. Right: the
+    trade-off itself, rate against perplexity (both relative to the unsteered text), for each neuron and for
+    the logit-bias reference refs if given: the gap between the curves is what a neuron moves besides its concept."""
+    tried = {}  # the runs of each neuron (or set of given neurons), in the order they were swept
+    for r in runs:
+        tried.setdefault(', '.join(r['neurons']), []).append(r)
+    relative = lambda rs: ([r['ppl'] / base['ppl'] for r in rs],
+                           [r['rate'] / base['rate'] if base['rate'] else math.nan for r in rs])
     pyplot = analyze.plt()
     fig, (ax, trade) = pyplot.subplots(1, 2, figsize=(11, 3.6))
-    xs = [r['scale'] for r in runs]
-    ax.plot(xs, [r['rate'] for r in runs], 'o-', color='tab:blue', label='concept rate (steered)')
+    ax2 = ax.twinx()
+    for i, (label, rs) in enumerate(tried.items()):
+        style, xs = ('o-', '^--', 'v-.')[i % 3], [r['scale'] for r in rs]  # a marker and a line per neuron
+        ax.plot(xs, [r['rate'] for r in rs], style, color='tab:blue', label=f'concept rate, {label}')
+        ax2.plot(xs, [r['ppl'] for r in rs], style, color='tab:red', label=f'perplexity, {label}')
+        trade.plot(*relative(rs), style, label=label)
     ax.axhline(base['rate'], color='tab:blue', ls=':', label='concept rate (unsteered)')
     ax.set_xscale('log', base=2)
     ax.set_xlabel('strength (x max activation on val)')
     ax.set_ylabel('concept rate', color='tab:blue')
-    ax2 = ax.twinx()
-    ax2.plot(xs, [r['ppl'] for r in runs], 's-', color='tab:red', label='perplexity (steered)')
     ax2.axhline(base['ppl'], color='tab:red', ls=':')
     ax2.set_ylabel('perplexity under the unsteered model', color='tab:red')
-    ax.set_title(f"{name}: steering {neurons_txt}")
-    ax.legend(loc='upper left', fontsize=7)
-    for rs, style, label in [(runs, 'o-', neurons_txt), (refs, 'x--', 'logit-bias reference')]:
-        if rs:
-            trade.plot([r['ppl'] / base['ppl'] for r in rs], [r['rate'] / base['rate'] if base['rate'] else math.nan for r in rs],
-                       style, label=label)
+    ax.set_title(f"{name}: steering {' or '.join(tried)}")
+    for a, where in ((ax, 'upper left'), (ax2, 'upper center')):
+        a.legend(loc=where, fontsize=7)
+    if refs:
+        trade.plot(*relative(refs), 'x--', label='logit-bias reference')
     trade.axvline(max_ppl_ratio, color='grey', ls=':', label=f'perplexity budget ({max_ppl_ratio:g}x)')
     trade.set_xscale('log')
     trade.set_xlabel('perplexity / unsteered perplexity')
@@ -552,6 +596,10 @@ def main():
         die(f"--logit_bias takes numbers, as --logit_bias=2,4,6, not {','.join(map(str, logit_bias))}")
     if len(logit_bias) > 1 and not sweep:  # the best of several would be reported on the draw it was picked on
         die("several --logit_bias values are a sweep of the reference: add --sweep, or give one value")
+    if not search_scale or min(search_scale) <= 0 or len(set(search_scale)) < len(search_scale):
+        die("--search_scale takes one or more different strengths above 0, as --search_scale=0.5 or 0.5,3")
+    if len(search_scale) > 1 and not sweep and not given_neurons:  # as --logit_bias: a pick needs a second draw
+        die("several --search_scale values are picked between by a sweep: add --sweep, or give one value")
     if sweep and temperature == 0:
         die("a sweep compares concept rates over random samples, and --temperature=0 makes every sample the same: "
             "give a temperature above 0")
@@ -612,7 +660,8 @@ def summary(results):
         return f"value {r['value']:g}" if r.get('value') is not None else f"{r['scale']:g}"
 
     def picked_on(r):  # a sweep's pick on the draw it was picked on, before it was measured again
-        run, b = next(x for x in r['sweep'] if x['scale'] == r['scale']), r['sweep_baseline']
+        run = next(x for x in r['sweep'] if x['scale'] == r['scale'] and x['neurons'] == r['neurons'])
+        b = r['sweep_baseline']
         return f" {run['rate'] / b['rate']:.1f}x |" if b['rate'] else ' no baseline |'
     print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered |"
           " the other tokens' -log p | scale |"
@@ -620,7 +669,8 @@ def summary(results):
           + (" logit-bias reference: ratio (perplexity), the other tokens' -log p |" if ref else ''))
     print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
     for r in results:
-        row = (f"| {r['concept']} | {', '.join(r['neurons'])} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
+        found_at = f" ({r['search_scale']:g}x search)" if 'searches' in r else ''  # several searches: which found it
+        row = (f"| {r['concept']} | {', '.join(r['neurons'])}{found_at} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
                f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['other_nll_unsteered']:.2f} -> {r['other_nll_steered']:.2f} | "
                f"{strength_of(r)} |" + (picked_on(r) if sweep else '') + f" {same_index(r)} |")

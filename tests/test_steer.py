@@ -204,10 +204,12 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
     monkeypatch.setattr(steer_module, 'sweep', True)
     row = dict(concept='zoo', neurons=['0:1'], baseline_rate=0.0, steered_rate=0.0, ppl_unsteered=3.0,
-               ppl_steered=3.0, other_nll_unsteered=1.2, other_nll_steered=1.3, scale=1.0, within_budget=True, sweep=[dict(scale=1.0, rate=0.0)],
+               ppl_steered=3.0, other_nll_unsteered=1.2, other_nll_steered=1.3, scale=1.0, within_budget=True,
+               sweep=[dict(neurons=['0:1'], scale=1.0, rate=0.0)],
                sweep_baseline=dict(rate=0.0, ppl=3.0))
     steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06,
-                                    same_index=dict(index=58, layers=2, of=3), sweep=[dict(scale=1.0, rate=0.07)],
+                                    same_index=dict(index=58, layers=2, of=3),
+                                    sweep=[dict(neurons=['0:2'], scale=1.0, rate=0.5), dict(neurons=['0:1'], scale=1.0, rate=0.07)],
                                     sweep_baseline=dict(rate=0.01, ppl=3.1))])
     out = capsys.readouterr().out
     # the other tokens' -log p, the scale, then the ratio picked on
@@ -267,6 +269,55 @@ def test_a_sweep_writes_its_plot_and_reports_its_pick_measured_on_new_samples(co
     assert r.stdout.count('measured again on new samples') == 2
 
 
+def test_several_search_scales_sweep_each_searchs_best_neuron_and_keep_the_best_of_all(concepts_run, data_dir,
+                                                                                      tmp_path):
+    out = tmp_path / 'scales.json'
+    r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=all', '--sweep',
+            '--search_scale=0.5,4', '--strengths=0.5,1', '--num_samples=4', '--max_new_tokens=12', '--tokens=5000',
+            '--show=0', f'--report_dir={tmp_path}', f'--json={out}')
+    assert r.returncode == 0, r.stderr
+    disagree = 0
+    for x in json.loads(out.read_text())['results']:
+        assert [s['search_scale'] for s in x['searches']] == [0.5, 4.0]
+        bests = [s['promotes'][0]['neuron'] for s in x['searches']]
+        swept = list(dict.fromkeys(run['neurons'][0] for run in x['sweep']))
+        assert swept == list(dict.fromkeys(bests))  # each search's best neuron, swept once
+        disagree += len(swept) == 2
+        # kept: the highest rate within the budget over every neuron's runs on draw 0 (none within: the most fluent)
+        ok = [run for run in x['sweep'] if run['ppl'] <= 2 * x['sweep_baseline']['ppl']]
+        want = max(ok, key=lambda run: run['rate']) if ok else min(x['sweep'], key=lambda run: run['ppl'])
+        assert (x['neurons'], x['scale']) == (want['neurons'], want['scale'])
+        found = x['searches'][bests.index(x['neurons'][0])]  # the search that found it is the one reported
+        assert (x['search_scale'], x['promotes']) == (found['search_scale'], found['promotes'])
+    # on this fixture model the two searches pick different neurons, and each search's neuron is kept for some
+    # concept: without that a sweep that always kept the first search's neuron would pass
+    assert disagree >= 3
+    assert '(4x search) |' in r.stdout and '(0.5x search) |' in r.stdout
+
+
+def test_several_searches_measure_the_kept_neuron_again_not_the_first_searchs(monkeypatch):
+    for k, v in dict(sweep=True, strengths=[0.5, 1.0], search_scale=[0.5, 3.0], logit_bias=[], show=0,
+                     given=set()).items():
+        monkeypatch.setattr(steer_module, k, v)
+    searches = [dict(search_scale=sc, promotes=[dict(neuron=f'0:{j}', layer=0, index=j)]) for sc, j in ((0.5, 1), (3.0, 2))]
+    monkeypatch.setattr(steer_module, 'find_neurons', lambda *a: ([], searches))
+    monkeypatch.setattr(steer_module, 'plot_sweep', lambda *a: None)
+    calls = []
+
+    def measure(model, prompt, neurons, decode, bias=None, draw=0):  # 0:2 at 1x its max writes the most rain
+        calls.append((neurons, draw))
+        text = 'rain rain sun' if neurons == {(0, 2): 4.0} else 'rain sun sun'
+        return dict(ppl=3.0, texts=[text], tokens=torch.tensor([[1, 1]]), nll=torch.ones(1, 2))
+    monkeypatch.setattr(steer_module, 'measure', measure)
+    stats = {0: dict(max=torch.tensor([1.0, 2.0, 4.0]))}
+    bases = [measure(None, None, None, None, draw=d) for d in (0, 1)]
+    result = steer_module.run_concept(None, stats, lambda ids: '\n', torch.zeros(1, 1, dtype=torch.long), bases,
+                                      torch.tensor([0, 1]), 0, 'weather', {'rain'}, None, None, [])
+    assert calls[-1] == ({(0, 2): 4.0}, 1)  # draw 1 forces the kept neuron at the kept strength
+    assert result['neurons'] == ['0:2'] and result['scale'] == 1.0 and result['search_scale'] == 3.0
+    assert result['steered_rate'] == pytest.approx(2 / 3) and result['within_budget']
+
+
 def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1',
             '--value=0', '--num_samples=2', '--max_new_tokens=8', '--tokens=2000', '--show=0', f'--json={tmp_path / "v.json"}')
@@ -292,6 +343,9 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     (['--concept=weather', '--sweep', '--report_dir=README.md'], '--report_dir=README.md is a file'),
     (['--concept=weather', '--logit_bias=2,4'], 'several --logit_bias values are a sweep of the reference'),
     (['--concept=weather', '--sweep', '--temperature=0'], 'give a temperature above 0'),
+    (['--concept=weather', '--search_scale=0.5,3'], 'several --search_scale values are picked between by a sweep'),
+    (['--concept=weather', '--search_scale=0'], '--search_scale takes one or more different strengths above 0'),
+    (['--concept=weather', '--sweep', '--search_scale=0.5,0.5'], '--search_scale takes one or more different'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)
