@@ -598,7 +598,9 @@ def main():
         die("several --logit_bias values are a sweep of the reference: add --sweep, or give one value")
     if not search_scale or min(search_scale) <= 0 or len(set(search_scale)) < len(search_scale):
         die("--search_scale takes one or more different strengths above 0, as --search_scale=0.5 or 0.5,3")
-    if len(search_scale) > 1 and not sweep and not given_neurons:  # as --logit_bias: a pick needs a second draw
+    if given_neurons and 'search_scale' in given:  # it would be ignored: --neuron skips the search
+        die("--neuron steers the neurons you chose and skips the search that --search_scale sets: give one of them")
+    if len(search_scale) > 1 and not sweep:  # as --logit_bias: a pick needs a second draw
         die("several --search_scale values are picked between by a sweep: add --sweep, or give one value")
     if sweep and temperature == 0:
         die("a sweep compares concept rates over random samples, and --temperature=0 makes every sample the same: "
