@@ -382,6 +382,9 @@ def report_runs(runs, base, key, concept_words):
               + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
     if len(runs) > 1 and not ok:
         print(f"  no {key} kept the perplexity within {max_ppl_ratio:g}x of the unsteered text's")
+    top = max(r[key] for r in runs)
+    if ok and best[key] == top and min(r[key] for r in runs) < top:  # the grid may stop short of the best
+        print(f"  note: the best is the strongest {key} tried: a stronger one may raise the rate further within the budget")
     return ok, best
 
 
