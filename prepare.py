@@ -295,6 +295,7 @@ def download(url, path):
     if os.path.exists(path):
         return path
     print(f"downloading {url}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.part'
     try:
         urllib.request.urlretrieve(url, tmp)
@@ -387,7 +388,6 @@ def main(args):
         with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
             prepare_text(out, f.read(), 'char', TINYSHAKESPEARE_URL)
     elif which == 'tinystories':
-        os.makedirs(downloads, exist_ok=True)
         files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
                  for s, f in (('train', 'train'), ('val', 'valid'))}
         meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}

@@ -170,3 +170,17 @@ def test_a_text_without_line_breaks_still_gets_a_train_split(tmp_path):
     assert run('prepare.py', f'--input={src}', '--name=flat', f'--data_dir={tmp_path}').returncode == 0
     meta = load_meta('flat', str(tmp_path))
     assert meta['train_tokens'] == 900 and meta['val_tokens'] == 100
+
+
+def test_a_download_makes_its_folder_on_a_fresh_data_dir(tmp_path, monkeypatch):
+    """tinyshakespeare_char and tinystories download into data_dir/downloads, which a fresh data_dir lacks."""
+    import urllib.request
+
+    import prepare
+
+    def fake_urlretrieve(url, path):  # no internet here: write what the server would have sent
+        with open(path, 'w') as f:
+            f.write('To be, or not to be\n')
+    monkeypatch.setattr(urllib.request, 'urlretrieve', fake_urlretrieve)
+    path = prepare.download('https://example.org/t.txt', str(tmp_path / 'fresh' / 'downloads' / 't.txt'))
+    assert open(path).read() == 'To be, or not to be\n' and not os.path.exists(path + '.part')
