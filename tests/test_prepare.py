@@ -84,6 +84,9 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['concepts', '--filler_per_line='], '--filler_per_line MIN,MAX with 0 <= MIN <= MAX'),
     (['concepts', '--val_fraction=1.5'], '--val_fraction is the share of the text kept for validation'),
     (['--input=/etc', '--name=x'], 'input file /etc is a folder: give a text file'),
+    (['concepts', '--tokenizer=char'], '--tokenizer applies only to --input=FILE'),  # not a silent word dataset
+    (['shakespeare_char', '--seed=3'], '--seed applies only to concepts'),
+    (['tinystories', '--val_fraction=0.2'], '--val_fraction applies only to datasets without a val split'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
