@@ -443,6 +443,25 @@ def emergence_step(steps, held):
     return step
 
 
+def track_concepts(per_ckpt, steps, concepts):
+    """{concept: dict(layer, neuron, purity, step)}: each concept's neuron followed through the series.
+    Of the concept's neurons at the last checkpoint, the one that became it first is followed (its step is
+    when the concept got a stable neuron); a tie goes to the purest at the end, then the lowest layer and
+    index. A concept with no neuron at the end is followed through its purest neuron there (step None).
+    purity is the concept's purity of that neuron at each checkpoint, whatever its best concept was then."""
+    last, purest, out = per_ckpt[-1], concept_neurons(per_ckpt[-1], concepts), {}
+    for ci, c in enumerate(concepts):
+        found = [(l, j) for l in last for j in (last[l]['concept'] == ci).nonzero().flatten().tolist()]
+        runs = []
+        for l, j in found or ([purest[c][:2]] if c in purest else []):
+            held = [d[l]['concept'][j].item() == ci for d in per_ckpt]
+            runs.append(dict(layer=l, neuron=j, purity=[d[l]['concept_purity'][ci, j].item() for d in per_ckpt],
+                             step=emergence_step(steps, held)))
+        if runs:
+            out[c] = min(runs, key=lambda r: (r['step'] is None, r['step'] or 0, -r['purity'][-1]))
+    return out
+
+
 def cmd_evolution():
     series = checkpoint_series(out_dir)
     if len(series) < 2:
@@ -464,14 +483,7 @@ def cmd_evolution():
                          for layer, s in stats.items()})
         steps.append(it)
     layers = list(per_ckpt[0])
-    # each concept's neuron is chosen at the last checkpoint and followed back through the series
-    tracked = concept_neurons(per_ckpt[-1], concepts) if lex else {}
-    emerged = {}
-    for c, (layer, j, _) in tracked.items():
-        ci = concepts.index(c)
-        held = [d[layer]['concept'][j].item() == ci for d in per_ckpt]
-        pur = [d[layer]['concept_purity'][ci, j].item() for d in per_ckpt]  # for c, whatever j's best concept then
-        emerged[c] = dict(layer=layer, neuron=j, purity=pur, step=emergence_step(steps, held))
+    emerged = track_concepts(per_ckpt, steps, concepts) if lex else {}
     stability = {layer: [nanmean(jaccard(a[layer]['top'], b[layer]['top'])) for a, b in zip(per_ckpt, per_ckpt[1:])]
                  for layer in layers}
     mean_curve = lambda key: {layer: [nanmean(d[layer][key][d[layer]['frequency'] > 0]) for d in per_ckpt] for layer in layers}
@@ -547,12 +559,13 @@ def cmd_evolution():
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     save_fig(fig, os.path.join(reports(), 'evolution_stability.png'))
+    per = lambda layer, key: [d[layer][key].tolist() for d in per_ckpt]  # (checkpoints, neurons)
     write_json(dict(steps=steps, purity_threshold=purity_threshold, emergence=emerged, stability=stability,
                     mean_token_entropy=token_h, mean_semantic_entropy=sem_h,
-                    neurons={str(layer): dict(token_entropy=[d[layer]['token_entropy'].tolist() for d in per_ckpt],
-                                              frequency=[d[layer]['frequency'].tolist() for d in per_ckpt],
-                                              concept=[d[layer]['concept'].tolist() for d in per_ckpt] if lex else None,
-                                              purity=[d[layer]['purity'].tolist() for d in per_ckpt] if lex else None)
+                    neurons={str(layer): dict(token_entropy=per(layer, 'token_entropy'), frequency=per(layer, 'frequency'),
+                                              **(dict(semantic_entropy=per(layer, 'semantic_entropy'),
+                                                      best_concept=per(layer, 'best'), purity=per(layer, 'purity'),
+                                                      concept=per(layer, 'concept')) if lex else {}))
                              for layer in layers}))
 
 
@@ -563,6 +576,20 @@ def steps_axis(ax):
 
 
 # ----------------------------------------------------------------------------- layers
+
+def agreement(ca, cb):
+    """The share of the concept neurons of either layer that carry the same concept at the same index in
+    both. ca, cb: (C,) each neuron's concept, -1 for none (concept_of). NaN if neither layer has one."""
+    either = (ca >= 0) | (cb >= 0)
+    n = either.sum().item()
+    return ((ca == cb) & either).sum().item() / n if n else np.nan
+
+
+def same_in_every_layer(concept_by_layer, concepts):
+    """[(index, concept)]: the indices that are the same concept's neuron in every layer."""
+    stacked = torch.stack(concept_by_layer)  # (L, C)
+    return [(j, concepts[c]) for j, c in enumerate(stacked[0].tolist()) if c >= 0 and (stacked[:, j] == c).all()]
+
 
 def cmd_layers():
     model, ck, lex, windows, decode = setup(ckpt)
@@ -580,14 +607,10 @@ def cmd_layers():
     agree, overlap = np.full((L, L), np.nan), np.full((L, L), np.nan)
     for a, la in enumerate(layers):
         for b, lb in enumerate(layers):
-            ca, cb = concept[la], concept[lb]
-            either = (ca >= 0) | (cb >= 0)  # concept neurons in at least one of the two layers
-            n = either.sum().item()  # none: no concept neuron to agree on (NaN, not 0)
-            agree[a, b] = ((ca == cb) & either).sum().item() / n if n else np.nan
+            agree[a, b] = agreement(concept[la], concept[lb])
             alive = (stats[la]['frequency'] > 0) & (stats[lb]['frequency'] > 0)
             overlap[a, b] = nanmean(jaccard(tops[la][alive], tops[lb][alive]))
-    stacked = torch.stack([concept[l] for l in layers])  # (L, C)
-    consistent = [(j, concepts[c]) for j, c in enumerate(stacked[0].tolist()) if c >= 0 and (stacked[:, j] == c).all()]
+    consistent = same_in_every_layer([concept[l] for l in layers], concepts)
     print(f"same-index consistency across layers {layers} at iteration {ck.get('iter_num')} "
           f"(concept neurons: purity >= {purity_threshold} over >= {min_words} words)")
     print("  concept agreement (share of concept neurons in either layer that carry the same concept in both):")

@@ -72,6 +72,46 @@ def test_emergence_is_the_first_step_from_which_the_concept_holds_to_the_end():
     assert analyze.emergence_step(steps, [True, True, True, True, True, False]) is None
 
 
+def series_stats(neurons, width=4, n_concepts=3):
+    """One checkpoint's per-layer statistics, as evolution keeps them, from {(layer, j): (concept, purity)}."""
+    stats = {}
+    for layer in (0, 1):
+        best, purity = torch.full((width,), -1), torch.zeros(width)
+        concept_purity = torch.zeros(n_concepts, width)
+        for (l, j), (c, p) in neurons.items():
+            if l == layer:
+                best[j], purity[j], concept_purity[c, j] = c, p, p
+        words = torch.full((width,), 3)
+        stats[layer] = dict(best=best, purity=purity, words=words, concept_purity=concept_purity,
+                            concept=torch.where(purity >= 0.9, best, torch.full_like(best, -1)))
+    return stats
+
+
+def test_evolution_follows_the_neuron_that_became_its_concepts_first():
+    """A concept's emergence is when it got a stable neuron, not when its purest neuron at the end did."""
+    steps = [0, 10, 20]
+    per_ckpt = [series_stats({(0, 1): (0, 0.3), (1, 2): (0, 0.5), (0, 3): (2, 0.4)}),
+                series_stats({(0, 1): (1, 0.95), (1, 2): (0, 0.91), (0, 0): (1, 0.92), (1, 0): (1, 0.97), (0, 3): (2, 0.5)}),
+                series_stats({(0, 1): (0, 1.0), (1, 2): (0, 0.95), (0, 0): (1, 0.92), (1, 0): (1, 0.97), (0, 3): (2, 0.6)})]
+    e = analyze.track_concepts(per_ckpt, steps, ['a', 'b', 'c'])
+    # a: 0:1 is the purest at the end but an a-neuron only from 20; 1:2 has been one since 10
+    assert (e['a']['layer'], e['a']['neuron'], e['a']['step']) == (1, 2, 10)
+    assert e['a']['purity'] == pytest.approx([0.5, 0.91, 0.95])
+    # b: two neurons since 10, the purer one at the end is followed
+    assert (e['b']['layer'], e['b']['neuron'], e['b']['step']) == (1, 0, 10)
+    # c: no c-neuron at the end; its purest neuron is followed and never emerged
+    assert (e['c']['layer'], e['c']['neuron'], e['c']['step']) == (0, 3, None)
+    assert e['c']['purity'] == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_layer_agreement_and_the_indices_consistent_across_layers():
+    l0, l1, l2 = torch.tensor([0, 1, -1, 2, -1]), torch.tensor([0, 2, -1, 2, 1]), torch.tensor([0, 1, -1, 2, -1])
+    assert analyze.agreement(l0, l1) == pytest.approx(2 / 4)  # 4 concept neurons in either; 0 and 3 agree
+    assert analyze.agreement(l0, l2) == 1.0 and analyze.agreement(l0, l0) == 1.0
+    assert math.isnan(analyze.agreement(torch.full((3,), -1), torch.full((3,), -1)))  # none to agree on
+    assert analyze.same_in_every_layer([l0, l1, l2], ['a', 'b', 'c']) == [(0, 'a'), (3, 'c')]
+
+
 def test_concept_labels_match_words_whatever_their_case_and_spacing():
     vocab = ['the', ' Rain', 'snow', 'cat', 'rainy', 'rain']
     labels, word = analyze.concept_labels(lambda ids: ''.join(vocab[i] for i in ids), len(vocab),
@@ -209,6 +249,9 @@ def test_evolution_over_the_series(concepts_run, data_dir, tmp_path):
         assert os.path.getsize(tmp_path / f'evolution_{name}.png') > 0
     assert 'emergence step: the first checkpoint' in r.stdout
     assert len(result['stability']['0']) == len(result['steps']) - 1
+    per_neuron = result['neurons']['0']  # per checkpoint and neuron, as the issue lists them
+    for key in ('token_entropy', 'semantic_entropy', 'frequency', 'best_concept', 'purity', 'concept'):
+        assert len(per_neuron[key]) == len(result['steps']) and len(per_neuron[key][0]) == 64, key
 
 
 def test_layers_matrix(tmp_path, data_dir):
