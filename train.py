@@ -306,6 +306,7 @@ ckpt_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt
 first_iter = iter_num  # where this process started: a resumed run compiles again
 t0 = time.time()
 running_mfu = -1.0
+span_time, span_iters = 0.0, 0  # training time and steps since the last eval: its ms/iter and tokens/s
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -316,13 +317,17 @@ while True:
         val_loss = losses['val']
         stop_if_nonfinite(val_loss, iter_num)
         dead = ' '.join(f"L{i} {d:.2f}" for i, d in losses['dead'].items())
-        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-              + (f", dead fraction {dead}" if dead else ''))
+        speed = dict(ms_per_iter=span_time / span_iters * 1000, tokens_per_s=tokens_per_iter * span_iters / span_time,
+                     mfu=running_mfu if running_mfu >= 0 else None) if span_iters else {}
+        span_time, span_iters = 0.0, 0
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, lr {lr:.2e}"
+              + (f", dead fraction {dead}" if dead else '')
+              + (f", {speed['ms_per_iter']:.1f}ms/iter since the last eval" if speed else ''))
         if eval_only:
             break
         best_val_loss = min(best_val_loss, val_loss)
         log(dict(kind='eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], lr=lr,
-                 dead={str(i): d for i, d in losses['dead'].items()}))
+                 dead={str(i): d for i, d in losses['dead'].items()}, **speed))
         rng = {'torch': torch.get_rng_state(), 'data': data_gen.get_state()}
         if device_type == 'cuda':
             rng['cuda'] = torch.cuda.get_rng_state(device)
@@ -362,6 +367,7 @@ while True:
 
     t1 = time.time()
     dt, t0 = t1 - t0, t1
+    span_time, span_iters = span_time + dt, span_iters + 1
     if iter_num % log_interval == 0:
         lossf = step_loss.item()  # a CPU-GPU sync, so only every log_interval
         stop_if_nonfinite(lossf, iter_num)

@@ -36,7 +36,10 @@ def test_training_writes_a_log_spaced_series_and_metrics(full_run):
     assert [r['iter'] for r in evals] == [0, 4, 8, 12]
     assert set(evals[-1]['dead']) == {'0'} and 0 <= evals[-1]['dead']['0'] <= 1  # one TopK layer
     assert evals[-1]['val_loss'] < evals[0]['val_loss']
-    assert [r['iter'] for r in rows(full_run, 'train')] == list(range(12))
+    trains = rows(full_run, 'train')
+    assert [r['iter'] for r in trains] == list(range(12))
+    assert 'ms_per_iter' not in evals[0]  # no step before the first eval
+    assert evals[1]['lr'] == trains[4]['lr'] and evals[1]['ms_per_iter'] > 0 and evals[1]['tokens_per_s'] > 0
     ckpt = torch.load(os.path.join(full_run, 'series', 'ckpt_0000004.pt'), weights_only=True)
     assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config', 'tokenizer'}  # small: no optimizer
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
