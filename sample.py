@@ -43,6 +43,10 @@ def load_run(out_dir, ckpt='', device='auto', data_dir='', threads=0):
         if checkpoint.get('tokenizer', vocab_id) != vocab_id:  # nanoGPT's have none
             raise ValueError(f"dataset {config['dataset']} has another vocabulary than when this run was trained "
                              "(prepared again from other text?): prepare it as it was, or train again")
+        if meta['tokenizer'] != 'gpt2' and model.config.vocab_size != meta['vocab_size']:  # e.g. nanoGPT's, no fingerprint
+            raise ValueError(f"this model has a vocabulary of {model.config.vocab_size} and dataset {config['dataset']} "
+                             f"one of {meta['vocab_size']}: it was trained on other data; give --data_dir=DIR where that "
+                             "dataset is")
         encode, decode = get_tokenizer(meta)
     except ValueError as e:
         die(str(e))

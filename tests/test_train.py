@@ -249,6 +249,19 @@ def test_a_checkpoint_is_never_read_or_trained_with_another_vocabulary(full_run,
     assert r.stderr.count('\n') == 1
 
 
+def test_a_checkpoint_without_a_fingerprint_is_not_read_with_a_vocabulary_of_another_size(full_run, tmp_path):
+    # a nanoGPT shakespeare_char run (65 characters) read with this repository's shakespeare_char (84)
+    ck = torch.load(os.path.join(full_run, 'ckpt.pt'), weights_only=True)
+    del ck['tokenizer']
+    ck['config'] = dict(ck['config'], dataset='tiny')
+    torch.save(ck, tmp_path / 'ckpt.pt')
+    r = run('prepare.py', f'--input={os.path.join(ROOT, "README.md")}', '--name=tiny', '--tokenizer=char',
+            f'--data_dir={tmp_path / "data"}')
+    assert r.returncode == 0, r.stderr
+    r = run('sample.py', f'--out_dir={tmp_path}', f'--data_dir={tmp_path / "data"}', '--device=cpu')
+    assert r.returncode == 2 and 'trained on other data' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
     r = train(str(tmp_path), data_dir, '--eval_interval=0')
     assert r.returncode == 2 and '--eval_interval must be 1 or more, not 0' in r.stderr and r.stderr.count('\n') == 1
