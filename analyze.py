@@ -452,13 +452,13 @@ def track_concepts(per_ckpt, steps, concepts):
     last, purest, out = per_ckpt[-1], concept_neurons(per_ckpt[-1], concepts), {}
     for ci, c in enumerate(concepts):
         found = [(l, j) for l in last for j in (last[l]['concept'] == ci).nonzero().flatten().tolist()]
-        runs = []
+        candidates = []
         for l, j in found or ([purest[c][:2]] if c in purest else []):
             held = [d[l]['concept'][j].item() == ci for d in per_ckpt]
-            runs.append(dict(layer=l, neuron=j, purity=[d[l]['concept_purity'][ci, j].item() for d in per_ckpt],
+            candidates.append(dict(layer=l, neuron=j, purity=[d[l]['concept_purity'][ci, j].item() for d in per_ckpt],
                              step=emergence_step(steps, held)))
-        if runs:
-            out[c] = min(runs, key=lambda r: (r['step'] is None, r['step'] or 0, -r['purity'][-1]))
+        if candidates:
+            out[c] = min(candidates, key=lambda r: (r['step'] is None, r['step'] or 0, -r['purity'][-1]))
     return out
 
 
