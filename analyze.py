@@ -471,10 +471,12 @@ def cmd_evolution():
     concepts = list(lex) if lex else []
     labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     steps, per_ckpt = [], []
-    for it, path in tqdm(series, desc='checkpoints'):
+    bar = tqdm(series, desc='checkpoints')
+    for it, path in bar:
         try:
             m = load_checkpoint(path, model.lm_head.weight.device)[0]
         except ValueError as e:
+            bar.close()  # the error on a line of its own, not after the bar
             die(str(e))
         stats = collect(m, windows, labels, len(concepts))
         # keep the per-neuron numbers (and each concept's purity), drop the (V, C) mass and the top_n tables

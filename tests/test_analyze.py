@@ -291,6 +291,14 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     (torn / 'ckpt.pt').write_bytes(data[:len(data) // 2])
     r = run('analyze.py', 'neurons', f'--out_dir={torn}', f'--data_dir={data_dir}')
     assert r.returncode == 2 and 'cannot read checkpoint' in r.stderr and r.stderr.count('\n') == 1
+    (torn / 'series').mkdir()  # evolution: a torn checkpoint in the middle of the series
+    for name in ('ckpt_0000000.pt', 'ckpt_0000300.pt'):
+        shutil.copy(os.path.join(concepts_run, 'series', name), torn / 'series' / name)
+    first = (torn / 'series' / 'ckpt_0000000.pt').read_bytes()
+    (torn / 'series' / 'ckpt_0000000.pt').write_bytes(first[:len(first) // 2])
+    r = run('analyze.py', 'evolution', f'--out_dir={torn}', f'--data_dir={data_dir}', '--tokens=2000')
+    last = r.stderr.strip().splitlines()[-1]  # after the progress bar, on a line of its own
+    assert r.returncode == 2 and last.startswith('error: cannot read checkpoint') and 'ckpt_0000000.pt' in last, r.stderr
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--neuron=1:0')
     assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', '--top_n=0')
