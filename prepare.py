@@ -427,6 +427,17 @@ def tokenizer_id(meta):
     return hashlib.sha256(json.dumps([meta['tokenizer'], meta.get('vocab')]).encode()).hexdigest()[:16]
 
 
+def vocab_fits(meta, checkpoint, model_vocab):
+    """Whether a checkpoint's token ids mean the dataset's tokens: it has the dataset's tokenizer_id, or,
+    with none (nanoGPT's), a vocabulary the size of a char or word dataset's (a char vocabulary from
+    another text has another size and numbers its characters differently); never one smaller."""
+    if model_vocab < meta['vocab_size']:
+        return False
+    if 'tokenizer' in checkpoint:
+        return checkpoint['tokenizer'] == tokenizer_id(meta)
+    return meta['tokenizer'] == 'gpt2' or model_vocab == meta['vocab_size']
+
+
 def open_split(dataset, split, data_dir='data'):
     """The token ids of one split as a read-only memmap, opened once and reused for every batch
     (nanoGPT re-opens it per batch to dodge a memory leak in np.memmap; a single map does not leak)."""

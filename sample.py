@@ -12,7 +12,7 @@ import torch
 
 from configurator import configure, die
 from model import load_checkpoint, resolve_checkpoint, system_settings
-from prepare import get_tokenizer, load_meta, tokenizer_id
+from prepare import get_tokenizer, load_meta, vocab_fits
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # the run to sample from
@@ -39,14 +39,10 @@ def load_run(out_dir, ckpt='', device='auto', data_dir='', threads=0):
         config = checkpoint.get('config', {})
         checkpoint['config'] = dict(config, data_dir=data_dir or config.get('data_dir', 'data'))
         meta = load_meta(config.get('dataset', ''), checkpoint['config']['data_dir'])
-        vocab_id = tokenizer_id(meta)
-        if checkpoint.get('tokenizer', vocab_id) != vocab_id:  # nanoGPT's have none
-            raise ValueError(f"dataset {config['dataset']} has another vocabulary than when this run was trained "
-                             "(prepared again from other text?): prepare it as it was, or train again")
-        if meta['tokenizer'] != 'gpt2' and model.config.vocab_size != meta['vocab_size']:  # e.g. nanoGPT's, no fingerprint
-            raise ValueError(f"this model has a vocabulary of {model.config.vocab_size} and dataset {config['dataset']} "
-                             f"one of {meta['vocab_size']}: it was trained on other data; give --data_dir=DIR where that "
-                             "dataset is")
+        if not vocab_fits(meta, checkpoint, model.config.vocab_size):
+            raise ValueError(f"dataset {config['dataset']} has another vocabulary than the one this run was trained "
+                             "on (prepared again from other text, or other data of that name?): give --data_dir=DIR "
+                             "where its dataset is, prepare it as it was, or train again")
         encode, decode = get_tokenizer(meta)
     except ValueError as e:
         die(str(e))

@@ -21,7 +21,7 @@ import torch
 from configurator import configure, die
 from model import (GPT, GPTConfig, checkpoint_series, load_checkpoint, read_metrics, series_path, system_settings,
                    topk_layers)
-from prepare import get_batch, load_meta, open_split, tokenizer_id
+from prepare import get_batch, load_meta, open_split, tokenizer_id, vocab_fits
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -149,12 +149,10 @@ if init_from == 'scratch':
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
-    if checkpoint.get('tokenizer', vocab_id) != vocab_id:  # nanoGPT's checkpoints have none
-        die(f"{path} was trained with another vocabulary than dataset {dataset}'s, so its token ids would mean "
-            "other tokens: start from a checkpoint trained on this dataset's tokenizer, or from scratch")
-    if model.config.vocab_size < meta['vocab_size']:
-        die(f"the checkpoint's vocabulary ({model.config.vocab_size}) is smaller than dataset {dataset}'s "
-            f"({meta['vocab_size']}): start from a checkpoint trained on this tokenizer")
+    if not vocab_fits(meta, checkpoint, model.config.vocab_size):
+        die(f"{path} was trained with another vocabulary than dataset {dataset}'s, so its token ids would mean other "
+            f"tokens (it has {model.config.vocab_size} ids, the dataset {meta['vocab_size']}): start from a checkpoint "
+            "trained on this dataset's tokenizer, or from scratch")
     if block_size < model.config.block_size:
         if init_from == 'resume' and not eval_only:  # the optimizer's state for position embeddings has the old length
             die(f"a resumed run keeps block_size {model.config.block_size}: to train with --block_size={block_size}, "

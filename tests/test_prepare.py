@@ -187,3 +187,15 @@ def test_a_download_makes_its_folder_on_a_fresh_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, 'urlretrieve', fake_urlretrieve)
     path = prepare.download('https://example.org/t.txt', str(tmp_path / 'fresh' / 'downloads' / 't.txt'))
     assert open(path).read() == 'To be, or not to be\n' and not os.path.exists(path + '.part')
+
+
+def test_a_checkpoint_fits_a_dataset_by_its_fingerprint_or_else_by_its_vocabulary_size():
+    from prepare import tokenizer_id, vocab_fits
+    word = {'tokenizer': 'word', 'vocab_size': 168, 'vocab': [str(i) for i in range(168)]}
+    gpt2 = {'tokenizer': 'gpt2', 'vocab_size': 50257}
+    ours = {'tokenizer': tokenizer_id(word)}
+    assert vocab_fits(word, ours, 168) and vocab_fits(word, ours, 200)  # a fine-tune from a larger vocabulary
+    assert not vocab_fits(word, {'tokenizer': tokenizer_id(dict(word, vocab=word['vocab'][::-1]))}, 168)
+    assert vocab_fits(word, {}, 168) and not vocab_fits(word, {}, 65)  # nanoGPT's: no fingerprint
+    assert vocab_fits(gpt2, {}, 50304) and not vocab_fits(gpt2, {}, 65)  # GPT-2's vocabulary, padded
+    assert not vocab_fits(word, ours, 100)  # ids past the model's embedding

@@ -242,7 +242,7 @@ def test_a_checkpoint_is_never_read_or_trained_with_another_vocabulary(full_run,
     for split in ('train', 'val'):
         os.symlink(os.path.join(data_dir, 'concepts', f'{split}.bin'), tmp_path / 'concepts' / f'{split}.bin')
     r = run('sample.py', f'--out_dir={full_run}', f'--data_dir={tmp_path}', '--device=cpu')
-    assert r.returncode == 2 and 'has another vocabulary than when this run was trained' in r.stderr
+    assert r.returncode == 2 and 'has another vocabulary than the one this run was trained on' in r.stderr
     r = run('train.py', f'--out_dir={tmp_path / "new"}', f'--init_from={full_run}/ckpt.pt', f'--data_dir={tmp_path}',
             '--device=cpu')
     assert r.returncode == 2 and 'was trained with another vocabulary than dataset concepts' in r.stderr
@@ -259,7 +259,7 @@ def test_a_checkpoint_without_a_fingerprint_is_not_read_with_a_vocabulary_of_ano
             f'--data_dir={tmp_path / "data"}')
     assert r.returncode == 0, r.stderr
     r = run('sample.py', f'--out_dir={tmp_path}', f'--data_dir={tmp_path / "data"}', '--device=cpu')
-    assert r.returncode == 2 and 'trained on other data' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert r.returncode == 2 and 'has another vocabulary than the one' in r.stderr and r.stderr.count('\n') == 1, r.stderr
 
 
 def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
