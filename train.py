@@ -304,7 +304,7 @@ ckpt_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt
 first_iter = iter_num  # where this process started: a resumed run compiles again
 t0 = time.time()
 running_mfu = -1.0
-span_time, span_iters = 0.0, 0  # training time and steps since the last eval: its ms/iter and tokens/s
+span_time, span_iters = 0.0, 0  # training time and steps since the last eval: its ms/iter, tokens/s and MFU
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -315,8 +315,10 @@ while True:
         val_loss = losses['val']
         stop_if_nonfinite(val_loss, iter_num)
         dead = ' '.join(f"L{i} {d:.2f}" for i, d in losses['dead'].items())
-        speed = dict(ms_per_iter=span_time / span_iters * 1000, tokens_per_s=tokens_per_iter * span_iters / span_time,
-                     mfu=running_mfu if running_mfu >= 0 else None) if span_iters else {}
+        span_dt = span_time / max(span_iters, 1)
+        speed = dict(ms_per_iter=span_dt * 1000, tokens_per_s=tokens_per_iter / span_dt,
+                     mfu=raw_model.estimate_mfu(tokens_per_iter, span_dt) if device_type == 'cuda' else None
+                     ) if span_iters else {}
         span_time, span_iters = 0.0, 0
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, lr {lr:.2e}"
               + (f", dead fraction {dead}" if dead else '')
@@ -365,7 +367,8 @@ while True:
 
     t1 = time.time()
     dt, t0 = t1 - t0, t1
-    span_time, span_iters = span_time + dt, span_iters + 1
+    if not (compile and iter_num - first_iter < 5):  # the first steps of a compiled run include compilation
+        span_time, span_iters = span_time + dt, span_iters + 1
     if iter_num % log_interval == 0:
         lossf = step_loss.item()  # a CPU-GPU sync, so only every log_interval
         stop_if_nonfinite(lossf, iter_num)

@@ -39,7 +39,11 @@ def test_training_writes_a_log_spaced_series_and_metrics(full_run):
     trains = rows(full_run, 'train')
     assert [r['iter'] for r in trains] == list(range(12))
     assert 'ms_per_iter' not in evals[0]  # no step before the first eval
-    assert evals[1]['lr'] == trains[4]['lr'] and evals[1]['ms_per_iter'] > 0 and evals[1]['tokens_per_s'] > 0
+    assert evals[1]['lr'] == trains[4]['lr']
+    for e, steps in ((evals[1], trains[0:4]), (evals[2], trains[4:8])):  # the steps since the eval before
+        assert e['ms_per_iter'] == pytest.approx(sum(t['ms_per_iter'] for t in steps) / 4)
+        tokens_per_iter = steps[0]['tokens_per_s'] * steps[0]['ms_per_iter'] / 1000
+        assert e['tokens_per_s'] == pytest.approx(tokens_per_iter * 1000 / e['ms_per_iter'])
     ckpt = torch.load(os.path.join(full_run, 'series', 'ckpt_0000004.pt'), weights_only=True)
     assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config', 'tokenizer'}  # small: no optimizer
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
