@@ -50,9 +50,11 @@ json = ''  # also write the numbers as JSON to this path
 # -----------------------------------------------------------------------------
 
 
-def sync():
+def sync():  # GPU work is queued: a timing must wait for it to finish
     if device_type == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize()  # the current device, which system_settings set to --device
+    elif device_type == 'mps':
+        torch.mps.synchronize()
 
 
 def make_model(k, **over):

@@ -470,8 +470,8 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on CUDA where supported,
     else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile, autocast),
     autocast being the context to run the model under, or raises ValueError with what to do. It also
-    sets torch's CPU threads (0 keeps the default), TF32 for float32 matmuls on CUDA (nanoGPT), and on
-    CPU keeps freed memory for reuse (keep_freed_memory)."""
+    sets torch's CPU threads (0 keeps the default), TF32 for float32 matmuls on CUDA (nanoGPT) and the
+    current CUDA device, and on CPU keeps freed memory for reuse (keep_freed_memory)."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', device):
@@ -498,6 +498,7 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.set_device(device)  # cuda:N: synchronize, the card's name and its peak FLOPs are of this GPU
     if device_type == 'cpu':
         keep_freed_memory()
     autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else contextlib.nullcontext()

@@ -66,8 +66,16 @@ def run_against_reference(topk, dtype=torch.float32, device='cpu', width=32):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # the CPU fast path, the exact path
-def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype):
+def test_topk_matches_the_reference_and_its_gradient_flows_only_through_kept_positive_entries(dtype, monkeypatch):
+    masked, real = [], model_module._cpu_topk_mask
+
+    def spy(x, k):  # which path ran
+        keep = real(x, k)
+        masked.append(keep is not None)
+        return keep
+    monkeypatch.setattr(model_module, '_cpu_topk_mask', spy)
     x, y = run_against_reference(TopK(5), dtype)
+    assert masked == [dtype == torch.float32]  # float32 took the fast path; bfloat16 the exact one
     assert ((x.grad != 0) == (y != 0)).all()
 
 
