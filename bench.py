@@ -157,8 +157,11 @@ if __name__ == '__main__':
     if device_type == 'cuda':
         mfu = {name: m.estimate_mfu(tokens, t) for name, m, t in (('dense', dense, md), ('topk', sparse, mt))}
         if mfu['dense'] is not None:
-            row('MFU dense / TopK', f"{mfu['dense'] * 100:.1f}% / {mfu['topk'] * 100:.1f}%", 'peak from model.PEAK_FLOPS')
+            row('MFU dense / TopK', f"{mfu['dense'] * 100:.1f}% / {mfu['topk'] * 100:.1f}%",
+                'of the bf16 peak in model.PEAK_FLOPS')
             results['train'].update(mfu_dense=mfu['dense'], mfu_topk=mfu['topk'])
+        else:
+            row('MFU', '-', f"{torch.cuda.get_device_name()} is not in model.PEAK_FLOPS: add its bf16 peak")
     del dense, runs
 
     # one TopK layer, forward and backward, on a batch of random activations: this codebase's TopK (the
