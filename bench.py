@@ -106,10 +106,12 @@ def show_profile(runs):
 
 
 def alternate(fns, n):
-    """Call each function in turn, n rounds; per function the list of its n timings."""
+    """Call each function in turn, n rounds, the order reversed every other round (so neither always runs
+    first, after the other has warmed or loaded the caches); per function the list of its n timings."""
     times = [[] for _ in fns]
-    for _ in range(n):
-        for t, fn in zip(times, fns):
+    for r in range(n):
+        pairs = list(zip(times, fns))
+        for t, fn in pairs[::-1] if r % 2 else pairs:
             t.append(fn())
     return times
 

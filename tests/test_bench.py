@@ -37,3 +37,10 @@ def test_bench_mistakes_exit_2_with_one_line():
                           (['--json=.'], '--json=. is a folder')):
         r = run('bench.py', '--device=cpu', *args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_rounds_alternate_which_function_runs_first():
+    import bench
+    calls = []
+    times = bench.alternate([lambda: calls.append('a') or 1.0, lambda: calls.append('b') or 2.0], 4)
+    assert calls == ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a'] and times == [[1.0] * 4, [2.0] * 4]
