@@ -648,6 +648,12 @@ def setup(spec):
     model, ck, encode, decode = load_run(out_dir, spec, device, data_dir, threads)
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     lex = load_lexicon(lexicon, dataset, where)
+    owner = {}
+    for c, words in (lex or {}).items():  # purity and semantic entropy give each token one concept
+        for w in words:
+            if owner.setdefault(w, c) != c:
+                die(f"the lexicon lists {w!r} under {owner[w]} and {c}: analyze.py gives each word one concept, "
+                    "so keep it in one")
     windows = val_windows(dataset, tokens, model.config.block_size, where)
     return model, ck, lex, windows, decode
 

@@ -303,6 +303,10 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     assert r.returncode == 2 and 'the TopK layers are 0' in r.stderr
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', '--top_n=0')
     assert r.returncode == 2 and '--top_n and --tokens must be 1 or more' in r.stderr and r.stderr.count('\n') == 1
+    twice = tmp_path / 'twice.json'
+    twice.write_text(json.dumps({'weather': ['rain', 'snow', 'sun'], 'colours': ['red', 'sun']}))
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', f'--lexicon={twice}')
+    assert r.returncode == 2 and "lists 'sun' under weather and colours" in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', '--ckpt=8')
     assert r.returncode == 2 and 'leave out --ckpt and --neuron' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
