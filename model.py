@@ -498,7 +498,8 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.set_device(device)  # cuda:N: synchronize, the card's name and its peak FLOPs are of this GPU
+        if device != 'cuda':  # cuda:N: synchronize, the card's name and its peak FLOPs are then of this GPU
+            torch.cuda.set_device(device)
     if device_type == 'cpu':
         keep_freed_memory()
     autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else contextlib.nullcontext()

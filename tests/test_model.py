@@ -280,3 +280,19 @@ def test_the_checkpoint_series_skips_files_that_are_not_of_it(tmp_path):
     for name in ('ckpt_0000010.pt', 'ckpt_0000002.pt', 'ckpt_best.pt'):  # the last: a user's copy
         (tmp_path / 'series' / name).write_bytes(b'')
     assert [i for i, _ in checkpoint_series(str(tmp_path))] == [2, 10]
+
+
+def test_a_numbered_cuda_device_becomes_the_current_one_and_plain_cuda_is_left_as_it_is(monkeypatch):
+    """No GPU here: torch.cuda is faked. set_device needs an index, so plain 'cuda' (what auto gives) skips it."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # system_settings sets them
+    try:
+        assert model_module.system_settings('auto', compile=False)[:3] == ('cuda', 'cuda', 'bfloat16')
+        assert model_module.system_settings('cuda:1', compile=False)[0] == 'cuda:1'
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert chosen == ['cuda:1']
