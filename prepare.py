@@ -364,6 +364,8 @@ def main(args):
     else:
         target = name or args[0]  # --name: a variant of a dataset in its own folder
     which = '' if input else args[0]
+    if which and which not in DATASETS:
+        die(f"unknown dataset {which!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
     # a setting the chosen source does not read: refused when it asks for something else, not ignored
     if not input and 'tokenizer' in given and tokenizer != DATASETS.get(which, tokenizer):
         die(f"--tokenizer applies to --input=FILE; {which} has its own tokenizer, {DATASETS[which]}")
@@ -390,8 +392,7 @@ def main(args):
         with open(input, encoding='utf-8', errors='replace') as f:
             prepare_text(out, f.read(), tokenizer, os.path.abspath(input))
     elif which in ('shakespeare_char', 'shakespeare'):
-        kind = 'char' if which == 'shakespeare_char' else 'gpt2'
-        prepare_text(out, shakespeare_text(downloads), kind, SHAKESPEARE_PKG)
+        prepare_text(out, shakespeare_text(downloads), DATASETS[which], SHAKESPEARE_PKG)
     elif which == 'concepts':
         text = concepts_text(concept_sentences, seed, per_line=concept_per_line, filler=filler_per_line)
         prepare_text(out, text, 'word', f'concepts (seed {seed}, per line {concept_per_line} concept and '
@@ -404,8 +405,6 @@ def main(args):
                  for s, f in (('train', 'train'), ('val', 'valid'))}
         meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}
         write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
-    else:
-        die(f"unknown dataset {which!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
 
 
 # ----------------------------------------------------------------------------- reading a dataset

@@ -86,6 +86,7 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['--input=/etc', '--name=x'], 'input file /etc is a folder: give a text file'),
     (['concepts', '--tokenizer=char'], '--tokenizer applies to --input=FILE; concepts has its own tokenizer, word'),
     (['shakespeare_char', '--seed=3'], '--seed does not apply to shakespeare_char'),
+    (['bogus', '--seed=3'], "unknown dataset 'bogus'"),  # not that the seed does not apply
     (['tinystories', '--val_fraction=0.2'], '--val_fraction does not apply to tinystories'),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
