@@ -83,6 +83,18 @@ def load_lexicon(path, dataset, data_dir):
     return {c: [w.lower() for w in ws] for c, ws in lex.items()}  # words are matched lowercased everywhere
 
 
+def shared_words(lex):
+    """[(word, concept, later concept)]: each word the lexicon lists under two concepts; concept_labels
+    gives its tokens to the later one."""
+    owner, shared = {}, []
+    for c, words in lex.items():
+        for w in words:
+            if owner.get(w, c) != c:
+                shared.append((w, owner[w], c))
+            owner[w] = c
+    return shared
+
+
 def concept_labels(decode, vocab_size, lex):
     """(vocab_size,) long each: every token id's concept index, or len(lex) for a token of no
     concept; and its word, as the first token id with the same text. A token belongs to a concept
@@ -648,12 +660,10 @@ def setup(spec):
     model, ck, encode, decode = load_run(out_dir, spec, device, data_dir, threads)
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     lex = load_lexicon(lexicon, dataset, where)
-    owner = {}
-    for c, words in (lex or {}).items():  # purity and semantic entropy give each token one concept
-        for w in words:
-            if owner.setdefault(w, c) != c:
-                die(f"the lexicon lists {w!r} under {owner[w]} and {c}: analyze.py gives each word one concept, "
-                    "so keep it in one")
+    shared = shared_words(lex or {})
+    if shared:  # purity and semantic entropy give each token one concept
+        w, a, b = shared[0]
+        die(f"the lexicon lists {w!r} under {a} and {b}: analyze.py gives each word one concept, so keep it in one")
     windows = val_windows(dataset, tokens, model.config.block_size, where)
     return model, ck, lex, windows, decode
 

@@ -539,7 +539,6 @@ def check_words(concepts, labels, encode, decode, search, named):
     that two concepts share. named: the concepts have names (a lexicon's), not just their words."""
     # the words that are one token: every such token got a concept's label (a shared word, the later concept's)
     one_token = {decode([t]).strip().lower() for t in (labels < len(concepts)).nonzero().squeeze(1).tolist()}
-    owner = {}  # a word in two concepts: concept_labels gives its token to the later one
     for c, (name, ws) in enumerate(concepts.items()):
         for w in ws:
             if concept_rate([w], {w}) < 1:  # 'ice-cream', 'red car', "dogs'": the rate would never count it
@@ -559,10 +558,8 @@ def check_words(concepts, labels, encode, decode, search, named):
         if split:
             print(f"note: {', '.join(split)}{of}: not one token of this vocabulary: counted in the concept rate "
                   "where the model spells them, left out of the neuron search")
-        for w in ws:
-            if w in owner:
-                print(f"note: {w} is a word of {owner[w]} and of {name}: counted in both rates, searched for {name}")
-            owner[w] = name
+    for w, a, b in analyze.shared_words(concepts):
+        print(f"note: {w} is a word of {a} and of {b}: counted in both rates, searched for {b}")
 
 
 def site_defaults(model):
