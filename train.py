@@ -315,10 +315,11 @@ while True:
         val_loss = losses['val']
         stop_if_nonfinite(val_loss, iter_num)
         dead = ' '.join(f"L{i} {d:.2f}" for i, d in losses['dead'].items())
-        span_dt = span_time / max(span_iters, 1)
-        speed = dict(ms_per_iter=span_dt * 1000, tokens_per_s=tokens_per_iter / span_dt,
-                     mfu=raw_model.estimate_mfu(tokens_per_iter, span_dt) if device_type == 'cuda' else None
-                     ) if span_iters else {}
+        speed = {}  # none before the first step
+        if span_iters:
+            step_s = span_time / span_iters
+            speed = dict(ms_per_iter=step_s * 1000, tokens_per_s=tokens_per_iter / step_s,
+                         mfu=raw_model.estimate_mfu(tokens_per_iter, step_s) if device_type == 'cuda' else None)
         span_time, span_iters = 0.0, 0
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, lr {lr:.2e}"
               + (f", dead fraction {dead}" if dead else '')
