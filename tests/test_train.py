@@ -203,6 +203,18 @@ def test_a_resume_takes_settings_given_again_and_survives_a_torn_metrics_line(tm
     assert r.returncode == 2 and 'a resumed run keeps block_size 16' in r.stderr and r.stderr.count('\n') == 1
 
 
+def test_a_resume_drops_series_checkpoints_from_the_stretch_it_redoes(tmp_path, data_dir):
+    out = str(tmp_path)
+    assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
+    # a snapshot from after ckpt.pt, as a run killed between an eval and the next series point leaves
+    series = os.path.join(out, 'series')
+    os.link(os.path.join(series, 'ckpt_0000002.pt'), os.path.join(series, 'ckpt_0000004.pt'))
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=3', '--device=cpu', '--threads=1')
+    assert r.returncode == 0, r.stderr
+    assert 'removed 1 series checkpoint(s) from after iteration 2' in r.stdout
+    assert [i for i, _ in checkpoint_series(out)] == [0, 1, 2, 3]
+
+
 def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_dir):
     out = str(tmp_path)
     assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
