@@ -368,3 +368,17 @@ def test_the_shakespeare_lexicon_has_a_one_token_spelling_for_every_word_and_no_
     labels, _ = analyze.concept_labels(decode, 50304, concepts)  # 50304: a GPT-2 BPE model's padded vocabulary
     steer_module.check_words(concepts, labels, encode, decode, search=True, named=True)
     assert len(concepts) == 6 and capsys.readouterr().out == ''  # no note: no word split, unwritable or shared
+
+
+def test_a_word_two_concepts_share_is_counted_in_both_and_searched_for_the_later_with_a_note(data_dir, capsys):
+    import analyze
+    from prepare import get_tokenizer, load_meta
+    meta = load_meta('concepts', data_dir)
+    encode, decode = get_tokenizer(meta)
+    concepts = {'weather': ['rain', 'snow'], 'wet': ['rain', 'river']}
+    labels, _ = analyze.concept_labels(decode, meta['vocab_size'], concepts)
+    steer_module.check_words(concepts, labels, encode, decode, search=True, named=True)
+    assert capsys.readouterr().out == 'note: rain is a word of weather and of wet: counted in both rates, searched for wet\n'
+    assert labels[encode('rain')].tolist() == [1] and labels[encode('snow')].tolist() == [0]
+    assert concept_rate(['rain', 'snow', 'river', 'cat'], set(concepts['weather'])) == 0.5
+    assert concept_rate(['rain', 'snow', 'river', 'cat'], set(concepts['wet'])) == 0.5
