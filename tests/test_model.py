@@ -266,6 +266,19 @@ def test_peak_flops_table_matches_card_names():
     assert peak_flops('Some Unknown Card') is None
 
 
+def test_mfu_counts_the_palm_flops_per_token_against_the_cards_peak(monkeypatch):
+    import model
+    with torch.device('meta'):  # GPT-2 small's shapes without allocating its weights
+        gpt2 = GPT(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
+                             topk=0))
+    # PaLM, appendix B: 6N + 12*L*H*Q*T per token, N without the position embedding (123,587,328 here)
+    flops_per_token = 6 * 123_587_328 + 12 * 12 * 12 * 64 * 1024
+    monkeypatch.setattr(model, 'peak_flops', lambda: 312e12)  # an A100
+    assert gpt2.estimate_mfu(12 * 1024, 0.5) == pytest.approx(flops_per_token * 12 * 1024 / 0.5 / 312e12)
+    monkeypatch.setattr(model, 'peak_flops', lambda: None)
+    assert gpt2.estimate_mfu(12 * 1024, 0.5) is None  # a card missing from PEAK_FLOPS
+
+
 def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match='topk'):
         GPTConfig(n_embd=32, n_head=2, topk=33)
