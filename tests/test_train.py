@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run
-from model import checkpoint_series
+from model import checkpoint_series, topk_layers
 
 
 def train(out, data_dir, *extra):
@@ -48,6 +48,42 @@ def test_training_writes_a_log_spaced_series_and_metrics(full_run):
     assert set(ckpt) == {'model', 'model_args', 'iter_num', 'config', 'tokenizer'}  # small: no optimizer
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
     assert ckpt['config']['max_iters'] == 12 and ckpt['model_args']['topk'] == 8
+
+
+def test_the_dead_fraction_is_the_share_of_neurons_never_active_over_the_eval_batches(full_run, data_dir, tmp_path):
+    from model import load_checkpoint
+    from prepare import get_batch, open_split
+    model, ck = load_checkpoint(os.path.join(full_run, 'ckpt.pt'))
+    cfg = ck['config']
+    gen = torch.Generator().manual_seed(cfg['seed'] + 1)  # the eval's own val batches
+    batches = [get_batch(open_split('concepts', 'val', data_dir), cfg['block_size'], cfg['batch_size'], gen)[0]
+               for _ in range(cfg['eval_iters'])]
+    rare = next(t for t in batches[0].unique().tolist() if not any((b == t).any() for b in batches[1:]))  # in the first batch only
+    # plant 8 dead neurons of 32, and one that fires on the rare token alone: residual coordinates 0-8 start
+    # far below the rest (coordinate 8 far above at that token) and no layer writes them
+    with torch.no_grad():
+        model.transformer.wte.weight[:, :9] = -20  # (vocab, C)
+        model.transformer.wte.weight[rare, 8] = 20
+        model.transformer.wpe.weight[:, :9] = 0
+        for block in model.transformer.h:
+            block.attn.c_proj.weight[:9] = block.mlp.c_proj.weight[:9] = 0  # no biases: bias=False
+    path = str(tmp_path / 'dead.pt')
+    torch.save({**ck, 'model': model.state_dict()}, path)
+    r = run('train.py', f'--init_from={path}', '--eval_only=True', '--device=cpu', '--threads=1',
+            f'--data_dir={data_dir}', f'--out_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    fired = torch.zeros(model.config.n_embd, dtype=torch.bool)
+
+    def record(module, inp, out):
+        fired.__ior__(out.ne(0).flatten(0, 1).any(0))  # (C,): active on any token of the batch
+    hook = topk_layers(model)[0].register_forward_hook(record)
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    hook.remove()
+    dead = 1 - fired.float().mean().item()
+    assert not fired[:8].any() and fired[8] and dead >= 0.25
+    assert f'dead fraction L0 {dead:.2f}' in r.stdout
 
 
 def test_a_resumed_run_reproduces_the_uninterrupted_one(full_run, tmp_path, data_dir):
