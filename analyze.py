@@ -62,7 +62,7 @@ data_dir = ''  # where the run's dataset lives; '' = where it was trained from
 
 N_TOP_TOKENS = 10  # top tokens shown per neuron
 N_JACCARD = 20  # top tokens compared between checkpoints and layers
-N_CONTEXTS = 5  # top contexts shown in a full neuron view
+N_CONTEXTS = 5  # top contexts per neuron (JSON and the full neuron view; the report's table shows the first)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -322,14 +322,16 @@ def context(decode, windows, pos, before=12, after=4):
     return f"{left}{space}[[{tok[len(space):]}]]{full[len(upto):]}".replace('\n', '\\n')
 
 
-def neuron_rows(stats, layer, decode, concepts, promote):
+def neuron_rows(stats, layer, decode, concepts, promote, windows):
     s = stats[layer]
     rows = []
     for j in range(len(s['frequency'])):
         row = dict(index=j, frequency=s['frequency'][j].item(), max=s['max'][j].item(),
                    token_entropy=s['token_entropy'][j].item(),
                    top_tokens=[decode([t]) for t, _ in top_tokens(s, j)],
-                   promotes=[decode([t]) for t in promote[j].tolist()])
+                   promotes=[decode([t]) for t in promote[j].tolist()],
+                   contexts=[dict(activation=v, context=context(decode, windows, p)) for v, p in
+                             zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()) if v > 0])
         if concepts:
             c = s['best'][j].item()
             row.update(semantic_entropy=s['semantic_entropy'][j].item(), concept_share=s['concept_share'][j].item(),
@@ -370,22 +372,20 @@ def cmd_neurons():
     if neuron:
         s = stats[layer]
         promotes = promoted(model, layer)
-        row = neuron_rows(stats, layer, decode, concepts, promotes)[j]
+        row = neuron_rows(stats, layer, decode, concepts, promotes, windows)[j]
         print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {n_read(windows):,} val tokens")
         for k, v in row.items():
-            if k not in ('top_tokens', 'promotes', 'index'):
+            if k not in ('top_tokens', 'promotes', 'index', 'contexts'):
                 print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
         print(f"  top tokens       (of its top {top_n} activations) " + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(s, j)))
         print("  promotes         " + show_words(row['promotes']))
         print("  top contexts:")
-        contexts = [dict(activation=v, context=context(decode, windows, p))
-                    for v, p in zip(s['top_v'][:N_CONTEXTS, j].tolist(), s['top_p'][:N_CONTEXTS, j].tolist()) if v > 0]
-        for c in contexts:
+        for c in row['contexts']:
             print(f"    {c['activation']:7.3f}  {c['context']}")
-        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layer=layer, **row, contexts=contexts))
+        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layer=layer, **row))
         return
     summary = layer_summary(stats, concepts)
-    table = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer)) for layer in stats}
+    table = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows) for layer in stats}
     best = concept_neurons(stats, concepts) if lex else {}
     lines = [f"# neurons of {out_dir} at iteration {ck.get('iter_num')}", '',
              f"{n_read(windows):,} val tokens; {'TopK' if model.config.topk else 'dense (residual coordinates)'} "
@@ -410,13 +410,15 @@ def cmd_neurons():
     head = len(lines)  # stdout gets the summary; the report also gets every layer's table
     for layer, rows in table.items():
         lines += ['', f"## layer {layer}", '', '| neuron | freq | max | tok H | ' + ('concept | purity | sem H | ' if concepts else '')
-                  + 'top tokens | promotes |', '|---|---:|---:|---:|' + ('---|---:|---:|' if concepts else '') + '---|---|']
+                  + 'top tokens | promotes | top context |',
+                  '|---|---:|---:|---:|' + ('---|---:|---:|' if concepts else '') + '---|---|---|']
         alive = [r for r in rows if r['frequency'] > 0]  # a dead neuron's entropy is NaN, which breaks a sort
         for r in sorted(alive, key=lambda r: -(r.get('purity') or 0) if concepts else r['token_entropy']):
             cells = [f"{layer}:{r['index']}", f"{r['frequency']:.4f}", f"{r['max']:.2f}", f"{r['token_entropy']:.2f}"]
             if concepts:
                 cells += [r['best_concept'] or '-', f"{r['purity']:.2f}", f"{r['semantic_entropy']:.2f}"]
-            cells += [show_words(r['top_tokens'][:6]), show_words(r['promotes'][:6])]
+            top = r['contexts'][0]['context'].replace('|', '\\|') if r['contexts'] else ''  # '|' would end the cell
+            cells += [show_words(r['top_tokens'][:6]), show_words(r['promotes'][:6]), f"`{top}`"]
             lines.append('| ' + ' | '.join(cells) + ' |')
     report = os.path.join(reports(), f"neurons_{ck.get('iter_num')}.md")
     with open(report, 'w') as f:

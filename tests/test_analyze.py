@@ -189,7 +189,14 @@ def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
     table = strict_json(out)
     row = table['neurons']['0'][0]
     assert {'frequency', 'max', 'token_entropy', 'semantic_entropy', 'best_concept', 'purity', 'top_tokens',
-            'promotes'} <= set(row)
+            'promotes', 'contexts'} <= set(row)
+    live = [r for r in table['neurons']['0'] if r['frequency'] > 0]
+    for r in live:  # its top contexts, strongest first, the first at its max, each with the firing token marked
+        acts = [c['activation'] for c in r['contexts']]
+        assert 1 <= len(acts) <= 5 and acts == sorted(acts, reverse=True) and acts[0] == r['max']
+        assert all(c['context'].count('[[') == 1 for c in r['contexts'])
+    report = (tmp_path / 'neurons_300.md').read_text()
+    assert f"| `{live[0]['contexts'][0]['context']}` |" in report.replace('\\|', '|')
     assert table['layers']['0']['neurons'] == 64
     assert os.path.getsize(tmp_path / 'frequency_300.png') > 0 and (tmp_path / 'neurons_300.md').exists()
     # training makes neurons purer than at initialisation
