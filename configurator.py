@@ -109,7 +109,9 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
         sys.exit(0)
     repeated = set()
     args = []
-    for arg in argv:
+    # config files first, then overrides, wherever they stand on the line: `--topk=0 config/x.py` must not
+    # let the file undo the flag (nanoGPT applies them left to right)
+    for arg in sorted(argv, key=lambda a: a.startswith('--') or not a.endswith('.py')):
         if arg.startswith('--'):
             key, eq, value = arg[2:].partition('=')
             if key not in keys:

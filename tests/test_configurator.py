@@ -38,6 +38,7 @@ def test_config_file_then_command_line(tmp_path):
     given = set()
     cfg = configure(defaults(), [str(f), '--name=cli'], given=given)
     assert cfg['iters'] == 7 and cfg['name'] == 'cli' and given == {'iters', 'name'}
+    assert configure(defaults(), ['--name=cli', str(f)])['name'] == 'cli'  # an override wins wherever it stands
 
 
 @pytest.mark.parametrize('argv,message', [
