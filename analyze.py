@@ -53,7 +53,7 @@ neuron = ''  # neurons: L:J shows one neuron in full
 top_n = 100  # top activations per neuron for purity and contexts
 purity_threshold = 0.9  # a neuron with purity >= this for a concept is that concept's neuron...
 min_words = 3  # ...if its top activations span at least this many of the concept's words (else: a token detector)
-report_dir = ''  # where the report, PNGs and JSON go; default out_dir/analysis
+report_dir = ''  # where the report and PNGs go; default out_dir/analysis (the JSON goes to --json)
 json = ''  # also write the per-neuron table as JSON to this path
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
 threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)

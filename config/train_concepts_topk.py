@@ -9,7 +9,7 @@ log_interval = 20
 ckpt_interval = 100  # series: 0, 1, 2, 4, ..., 512, and every 100 iterations: 17 snapshots
 
 batch_size = 32
-block_size = 64  # a line is one to three sentences of about ten words
+block_size = 64  # a line is two to four sentences of about ten words
 
 n_layer = 4
 n_head = 4

@@ -160,6 +160,8 @@ def test_a_model_with_topk_inside_the_mlp_gets_the_mlp_strengths_unless_they_are
     assert site_defaults(mlp) == (steer_module.MLP_SITE['scale'], steer_module.MLP_SITE['strengths'])
     monkeypatch.setattr(steer_module, 'given', {'strengths'})
     assert site_defaults(mlp) == (steer_module.MLP_SITE['scale'], steer_module.strengths)
+    monkeypatch.setattr(steer_module, 'given', {'scale'})
+    assert site_defaults(mlp) == (steer_module.scale, steer_module.MLP_SITE['strengths'])
 
 
 def test_promotes_ranks_a_neuron_that_moves_only_the_concept_above_one_that_moves_a_whole_class():

@@ -355,3 +355,5 @@ def test_a_bfloat16_run_resumes_in_bfloat16(tmp_path, data_dir):
     r = run('train.py', f'--out_dir={part}', '--init_from=resume', '--max_iters=4', '--device=cpu', '--threads=1')
     assert r.returncode == 0 and 'bfloat16' in r.stdout, r.stderr
     assert [x['loss'] for x in rows(full, 'train')] == [x['loss'] for x in rows(part, 'train')]
+    a, b = (torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['model'] for out in (full, part))
+    assert all(torch.equal(a[k], b[k]) for k in a)
