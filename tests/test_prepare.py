@@ -2,6 +2,7 @@
 corpus is reproducible and matches its lexicon, batches are next-token pairs."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -71,6 +72,31 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     assert run('prepare.py', *args, '--force=True').returncode == 0
     assert 'F' in load_meta('tiny', str(tmp_path))['vocab'] and 'r' not in load_meta('tiny', str(tmp_path))['vocab']
     assert sorted(os.listdir(tmp_path)) == ['in.txt', 'tiny']  # the old dataset, moved aside, is gone
+    # another text, or another tokenizer, asked for under the same name: refused, not silently the old data
+    (tmp_path / 'other.txt').write_text(TEXT)
+    for other in ([f'--input={tmp_path / "other.txt"}', '--name=tiny'], [*args[:2], '--tokenizer=word']):
+        r = run('prepare.py', *other, f'--data_dir={tmp_path}')
+        assert r.returncode == 2 and '--force=True rebuilds it' in r.stderr and r.stderr.count('\n') == 1
+    assert 'F' in load_meta('tiny', str(tmp_path))['vocab']
+
+
+def test_a_concepts_dataset_of_other_settings_is_not_taken_for_the_one_asked(tmp_path):
+    assert run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={tmp_path}').returncode == 0
+    r = run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={tmp_path}')
+    assert r.returncode == 0 and 'already exists' in r.stdout
+    r = run('prepare.py', 'concepts', '--seed=1', f'--data_dir={tmp_path}')
+    assert r.returncode == 2 and 'holds word tokens of concepts (seed 1337' in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_a_torn_or_unreadable_dataset_says_to_prepare_it_again(tmp_path):
+    assert run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={tmp_path}').returncode == 0
+    with open(tmp_path / 'concepts' / 'val.bin', 'ab') as f:
+        f.write(b'x')  # half a token
+    r = run('train.py', '--dataset=concepts', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
+    assert r.returncode == 2 and 'is torn (an odd number of bytes)' in r.stderr and r.stderr.count('\n') == 1
+    (tmp_path / 'concepts' / 'meta.json').write_text('{"tokenizer": ')
+    r = run('train.py', '--dataset=concepts', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
+    assert r.returncode == 2 and 'meta.json is not readable JSON' in r.stderr and r.stderr.count('\n') == 1
 
 
 @pytest.mark.parametrize('args,message', [
@@ -88,6 +114,8 @@ def test_an_existing_dataset_is_not_rebuilt_without_force(tmp_path):
     (['shakespeare_char', '--seed=3'], '--seed does not apply to shakespeare_char'),
     (['bogus', '--seed=3'], "unknown dataset 'bogus'"),  # not that the seed does not apply
     (['tinystories', '--val_fraction=0.2'], '--val_fraction does not apply to tinystories'),
+    (['concepts', '--concept_sentences=0'], '--concept_sentences is how many sentences the concepts corpus has'),
+    ([f'--input={sys.executable}', '--name=x'], 'is not UTF-8 text (byte '),
 ])
 def test_prepare_mistakes_exit_2_with_one_line(args, message, tmp_path):
     r = run('prepare.py', *args, f'--data_dir={tmp_path}')
@@ -98,6 +126,8 @@ def test_a_data_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
     (tmp_path / 'd').write_text('notes')
     r = run('prepare.py', '--input=/etc/hostname', '--name=x', f'--data_dir={tmp_path / "d"}')
     assert r.returncode == 2 and 'is a file: give a folder' in r.stderr and r.stderr.count('\n') == 1
+    r = run('prepare.py', 'concepts', f'--data_dir={tmp_path / "d" / "sub"}')  # a folder inside a file
+    assert r.returncode == 2 and f'is inside {tmp_path / "d"}, a file' in r.stderr and r.stderr.count('\n') == 1
 
 
 @pytest.mark.parametrize('text,val_fraction', [('', 0.1), ('abc', 0.9)])
