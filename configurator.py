@@ -38,10 +38,19 @@ def output_file(path, key='json'):
         die(f"--{key}={path}: cannot make its folder ({e.strerror})")
 
 
+def check_folder(path, key):
+    """One line and exit when path cannot be a folder: it, or a folder above it, is a file. Makes nothing."""
+    found = os.path.abspath(path)
+    while not os.path.exists(found):
+        found = os.path.dirname(found)
+    if not os.path.isdir(found):
+        where = 'is a file' if found == os.path.abspath(path) else f'is inside {found}, a file'
+        die(f"--{key}={path} {where}: give a folder")
+
+
 def output_dir(path, key='report_dir'):
     """The same for an output folder: made before the work, or one line saying why it cannot be."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        die(f"--{key}={path} is a file: give a folder")
+    check_folder(path, key)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -75,11 +84,13 @@ def _coerce(key, value, default, where):
         except (ValueError, SyntaxError):
             if default is not None:
                 die(f"{where}{key} takes {KINDS.get(want, want.__name__)}, not {value!r}")
+    if want is list and isinstance(value, list) and default:  # a config file's list: its items as the default's
+        return [_coerce(key, v, default[0], where) for v in value]
     if default is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
         return value
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # --learning_rate=1 means 1.0 (nanoGPT's configurator refuses it)
-    if want is str:
+    if want is str and value is not None:  # None would become the folder name 'None'
         return str(value)
     die(f"{where}{key} takes {KINDS.get(want, want.__name__)}, not {value!r}")
 

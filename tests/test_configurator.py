@@ -67,15 +67,17 @@ def test_a_seed_torch_cannot_take_exits_2(value, capsys):
     assert e.value.code == 2 and 'seed takes an integer from 0 to 2**63 - 1' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('text,message', [('iters = 10 +\n', 'SyntaxError: invalid syntax (c.py, line 1)'),
-                                          ('iters = nope\n', "NameError: name 'nope' is not defined")])
+@pytest.mark.parametrize('text,message', [('iters = 10 +\n', 'config file {f}: SyntaxError: invalid syntax (c.py, line 1)'),
+                                          ('iters = nope\n', "config file {f}: NameError: name 'nope' is not defined"),
+                                          ("scales = [1, 'a']\n", "{f}: scales takes a number, not 'a'"),
+                                          ('name = None\n', '{f}: name takes a string, not None')])
 def test_a_mistake_in_a_config_file_exits_2_with_one_line(tmp_path, capsys, text, message):
     f = tmp_path / 'c.py'
     f.write_text(text)
     with pytest.raises(SystemExit) as e:
         configure(defaults(), [str(f)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and f'config file {f}: {message}' in err and err.count('\n') == 1
+    assert e.value.code == 2 and message.format(f=f) in err and err.count('\n') == 1
 
 
 def test_unknown_key_in_a_config_file_is_refused(tmp_path, capsys):
