@@ -363,9 +363,8 @@ def nanmean(t):
 
 
 def cmd_neurons():
-    model, ck, lex, windows, decode = setup(ckpt)
+    model, ck, lex, labels, windows, decode = setup(ckpt)
     concepts = list(lex) if lex else []
-    labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     if neuron:  # checked before the pass over the data
         layer, j = parse_neuron(neuron, list(neuron_sites(model)), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
     stats = collect(model, windows, labels, len(concepts), progress=True)
@@ -481,9 +480,8 @@ def cmd_evolution():
     if len(series) < 2:
         die(f"no checkpoint series in {out_dir}/series/ (evolution needs two checkpoints or more): "
             "train with series=True, the default")
-    model, ck, lex, windows, decode = setup(series[-1][1])
+    model, ck, lex, labels, windows, decode = setup(series[-1][1])
     concepts = list(lex) if lex else []
-    labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     steps, per_ckpt = [], []
     bar = tqdm(series, desc='checkpoints')
     for it, path in bar:
@@ -608,14 +606,14 @@ def same_in_every_layer(concept_by_layer, concepts):
 
 
 def cmd_layers():
-    model, ck, lex, windows, decode = setup(ckpt)
+    model, ck, lex, labels, windows, decode = setup(ckpt)
     if not lex:
         die("layers compares the concepts of neurons: give --lexicon=PATH (JSON concept -> words)")
     n_sites = len(neuron_sites(model))
     if n_sites < 2:  # found before the pass over the data
         die(f"layers needs at least two TopK layers; this model has {n_sites}")
     concepts = list(lex)
-    stats = collect(model, windows, concept_labels(decode, model.config.vocab_size, lex), len(concepts), progress=True)
+    stats = collect(model, windows, labels, len(concepts), progress=True)
     layers = list(stats)
     concept = {l: concept_of(stats[l]) for l in layers}
     tops = {l: top_token_sets(stats[l]) for l in layers}
@@ -658,7 +656,8 @@ def cmd_layers():
 # ----------------------------------------------------------------------------- plumbing
 
 def setup(spec):
-    """Model, checkpoint dict, lexicon, the fixed val windows and the tokenizer's decode."""
+    """Model, checkpoint dict, lexicon and its concept_labels (None without one), the fixed val windows and
+    the tokenizer's decode."""
     model, ck, encode, decode = load_run(out_dir, spec, device, data_dir, threads)
     dataset, where = ck['config']['dataset'], ck['config']['data_dir']
     lex = load_lexicon(lexicon, dataset, where)
@@ -666,8 +665,11 @@ def setup(spec):
     if shared:  # purity and semantic entropy give each token one concept
         w, a, b = shared[0]
         die(f"the lexicon lists {w!r} under {a} and {b}: analyze.py gives each word one concept, so keep it in one")
+    labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
+    if lex and (labels[0] == len(lex)).all():  # every purity would be 0 and every semantic entropy NaN
+        die(f"no word of the lexicon is a token of {dataset}'s vocabulary: give words it has (sample.py shows its text)")
     windows = val_windows(dataset, tokens, model.config.block_size, where)
-    return model, ck, lex, windows, decode
+    return model, ck, lex, labels, windows, decode
 
 
 def reports():
@@ -700,6 +702,9 @@ if __name__ == '__main__':
     _, _args = configure(globals(), positional=True)
     if min_context < 0:
         die(f"--min_context must be 0 or more, not {min_context}")
+    if not (0 < purity_threshold <= 1 and min_words >= 1):
+        die(f"--purity_threshold is a share, above 0 and at most 1, and --min_words 1 or more, not {purity_threshold} "
+            f"and {min_words}")
     if min(batch_size, top_n, tokens) < 1:
         die(f"--batch_size, --top_n and --tokens must be 1 or more, not {batch_size}, {top_n} and {tokens}")
     commands = dict(neurons=cmd_neurons, evolution=cmd_evolution, layers=cmd_layers)

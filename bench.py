@@ -37,7 +37,7 @@ n_nontopk = 1  # final dense blocks of the TopK model
 topk_site = 'resid'  # 'resid' or 'mlp'
 steps = 20  # timed training steps per repeat
 repeats = 9  # alternating rounds of both models; medians are reported
-sample_tokens = [128, 512]  # new tokens per sampling row
+sample_tokens = [128, 512]  # new tokens per sampling row (--sample_tokens= skips sampling)
 sample_repeats = 3  # repeats per sampling row
 analysis_tokens = 65536  # tokens pushed through record_activations
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
@@ -122,8 +122,11 @@ if __name__ == '__main__':
         device, device_type, dtype, compile, autocast = system_settings(device, dtype, compile, threads)
     except ValueError as e:
         die(str(e))
-    if min(steps, repeats, sample_repeats, batch_size, *sample_tokens) < 1:
-        die("--steps, --repeats, --sample_repeats, --batch_size and --sample_tokens must each be 1 or more")
+    if min(steps, repeats, sample_repeats, batch_size, analysis_tokens, *sample_tokens) < 1:
+        die("--steps, --repeats, --sample_repeats, --batch_size, --analysis_tokens and --sample_tokens must each be 1 "
+            "or more")
+    if profile < 0:
+        die(f"--profile is how many ops to print: 0 (no profile) or more, not {profile}")
     if not 0 <= n_nontopk < n_layer:
         die(f"--n_nontopk must be 0 to n_layer - 1 ({n_layer - 1}), so that some block is TopK, not {n_nontopk}")
     if topk < 1:

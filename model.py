@@ -45,12 +45,12 @@ class GPTConfig:
         if self.topk_site not in ('resid', 'mlp'):
             raise ValueError(f"topk_site must be 'resid' or 'mlp', not {self.topk_site!r}")
         width = self.n_embd if self.topk_site == 'resid' else 4 * self.n_embd
+        if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:  # first: the rest use them
+            raise ValueError("n_layer, n_head, n_embd, block_size and vocab_size must each be 1 or more")
         if not 0 <= self.topk <= width:
             raise ValueError(f"topk must be between 0 and the TopK width {width}, not {self.topk}")
         if not 0 <= self.n_nontopk <= self.n_layer:
             raise ValueError(f"n_nontopk must be between 0 and n_layer={self.n_layer}, not {self.n_nontopk}")
-        if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
-            raise ValueError("n_layer, n_head, n_embd, block_size and vocab_size must each be 1 or more")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
 
@@ -584,6 +584,8 @@ def load_checkpoint(path, device='cpu'):
     """Build the model stored at path (ours or nanoGPT's ckpt.pt). Returns (model, checkpoint dict), the
     model in eval mode (no dropout), ready to read, hook or sample, as a pretrained model loads elsewhere.
     weights_only=True: a checkpoint can carry tensors and plain values, never code."""
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path} is a folder: give a checkpoint file, as {os.path.join(path, 'ckpt.pt')}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         # nanoGPT may save the compiled module ('_orig_mod.' prefix) and, without flash attention,

@@ -53,7 +53,8 @@ def encode_prompt(encode, text):
     if text.startswith('FILE:'):
         path = text[5:]
         if not os.path.isfile(path):
-            die(f"prompt file {path} not found")
+            die(f"prompt file {path!r} {'is a folder' if os.path.isdir(path) else 'not found'}: give --start=FILE:PATH "
+                "of a text file")
         try:
             with open(path, encoding='utf-8') as f:
                 text = f.read()

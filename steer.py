@@ -590,6 +590,11 @@ def main():
         die("give --concept=NAME or --words=a,b,c, not both")
     if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
         die("--strengths needs a value, and --num_samples, --max_new_tokens, --contexts, --top and --candidates 1 or more")
+    if sweep and (min(strengths) <= 0 or max_ppl_ratio <= 1):
+        die("a sweep takes --strengths above 0 (its plot's strength axis is logarithmic) and a --max_ppl_ratio "
+            f"above 1, not {','.join(map(str, strengths))} and {max_ppl_ratio}")
+    if show < 0:
+        die(f"--show is how many sample pairs to print: 0 or more, not {show}")
     if sweep and 'value' in given:
         die("--sweep tries each of --strengths as a --scale (times the neuron's max activation): leave out --value")
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in logit_bias):
@@ -608,6 +613,8 @@ def main():
     # the concepts: given as words, one or all of the lexicon, or none (steer --neuron, no measurement)
     if words:
         ws = [w.strip().lower() for w in words.split(',') if w.strip()]
+        if not ws:
+            die(f"--words={words} names no word: give them as --words=rain,snow,storm")
         concepts = {','.join(ws): ws}
     elif concept:
         lex = analyze.load_lexicon(lexicon, dataset, where)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from configurator import configure, die
+from configurator import check_folder, configure, die
 from model import (GPT, GPTConfig, checkpoint_series, load_checkpoint, read_metrics, series_path, system_settings,
                    topk_layers)
 from prepare import get_batch, load_meta, open_split, tokenizer_id, vocab_fits
@@ -75,15 +75,19 @@ for key in ('eval_interval', 'log_interval', 'ckpt_interval', 'eval_iters', 'bat
             'gradient_accumulation_steps'):
     if config[key] < 1:
         die(f"--{key} must be 1 or more, not {config[key]}")
-for key in ('max_iters', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'dropout'):
-    if config[key] < 0:  # a negative --grad_clip would flip the gradients and climb the loss
-        die(f"--{key} must be 0 or more, not {config[key]}")
+for key in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
+            'dropout'):
+    if not 0 <= config[key] < math.inf:  # a negative --grad_clip would flip the gradients and climb the loss
+        die(f"--{key} must be a finite number, 0 or more, not {config[key]}")
 if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and dropout < 1):
     die(f"--beta1 and --beta2 must be in [0, 1) and --dropout below 1, not {beta1}, {beta2} and {dropout}")
+if overwrite and init_from == 'resume' and not eval_only:
+    die("--init_from=resume continues the run in --out_dir and --overwrite=True replaces it: give one of them")
 if eval_only and init_from == 'scratch':
     die("--eval_only evaluates a checkpoint: add --init_from=resume (the run in --out_dir) or --init_from=PATH")
-if not out_dir or os.path.isfile(out_dir):  # found now, not after loading the data and the model
-    die(f"--out_dir={out_dir} is {'a file' if out_dir else 'empty'}: give a folder")
+if not out_dir:
+    die("--out_dir is empty: give a folder")
+check_folder(out_dir, 'out_dir')  # found now, not after loading the data and the model
 
 # the settings a checkpoint was trained with, for those not given again now: a resumed run and an
 # --eval_only take all but the machine's, so `--init_from=resume --out_dir=DIR` is enough; the

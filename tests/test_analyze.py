@@ -314,6 +314,13 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
     twice.write_text(json.dumps({'weather': ['rain', 'snow', 'sun'], 'colours': ['red', 'sun']}))
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', f'--lexicon={twice}')
     assert r.returncode == 2 and "lists 'sun' under weather and colours" in r.stderr and r.stderr.count('\n') == 1
+    oov = tmp_path / 'oov.json'
+    oov.write_text(json.dumps({'myths': ['dragon', 'unicorn']}))
+    r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', f'--lexicon={oov}')
+    assert r.returncode == 2 and 'no word of the lexicon is a token of' in r.stderr and r.stderr.count('\n') == 1
+    for bad in ('--purity_threshold=5', '--min_words=0'):
+        r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', bad)
+        assert r.returncode == 2 and '--purity_threshold is a share' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', '--ckpt=8')
     assert r.returncode == 2 and 'leave out --ckpt and --neuron' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')

@@ -28,9 +28,10 @@ def test_bench_reads_a_train_config(tmp_path):
 
 
 def test_bench_mistakes_exit_2_with_one_line():
-    for args, message in ((['--repeats=0'], '--sample_repeats, --batch_size and --sample_tokens must each be 1 or more'),
-                          (['--batch_size=0'], '--batch_size and --sample_tokens must each be 1 or more'),
-                          (['--sample_tokens=128,0'], '--batch_size and --sample_tokens must each be 1 or more'),
+    every = '--batch_size, --analysis_tokens and --sample_tokens must each be 1'
+    for args, message in ((['--repeats=0'], every), (['--batch_size=0'], every), (['--sample_tokens=128,0'], every),
+                          (['--analysis_tokens=0'], every),
+                          (['--profile=-1'], '--profile is how many ops to print'),
                           (['--n_nontopk=4'], '--n_nontopk must be 0 to n_layer - 1 (3)'),
                           (['--topk=999'], 'topk must be between 0 and the TopK width 128'),
                           (['--topk=0'], '--topk must be 1 or more'),

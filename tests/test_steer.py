@@ -352,6 +352,10 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     (['--concept=weather', '--search_scale=0'], '--search_scale takes one or more different strengths above 0'),
     (['--concept=weather', '--sweep', '--search_scale=0.5,0.5'], '--search_scale takes one or more different'),
     (['--neuron=0:1', '--concept=weather', '--search_scale=3'], 'skips the search that --search_scale sets'),
+    (['--neuron=0:1', '--words=,,'], '--words=,, names no word'),
+    (['--neuron=0:1', '--concept=weather', '--sweep', '--strengths=-1,1'], 'a sweep takes --strengths above 0'),
+    (['--neuron=0:1', '--concept=weather', '--sweep', '--max_ppl_ratio=0.5'], 'and a --max_ppl_ratio above 1'),
+    (['--neuron=0:1', '--concept=weather', '--show=-1'], '--show is how many sample pairs to print'),
 ])
 def test_steer_mistakes_exit_2_with_one_line(concepts_run, data_dir, args, message):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', *args)

@@ -194,7 +194,9 @@ def test_sample_prints_text_from_a_series_checkpoint_and_its_seed_repeats_it(ful
 @pytest.mark.parametrize('args,message', [
     (['--start=the zebra'], "not in this dataset's vocabulary: 'zebra'"),
     (['--ckpt=3'], 'no checkpoint for iteration 3'),
-    (['--start=FILE:/no/such'], 'prompt file /no/such not found'),
+    (['--start=FILE:/no/such'], "prompt file '/no/such' not found"),
+    (['--start=FILE:/tmp'], "prompt file '/tmp' is a folder: give --start=FILE:PATH of a text file"),
+    (['--ckpt=/tmp'], 'checkpoint /tmp is a folder: give a checkpoint file, as /tmp/ckpt.pt'),
     (['--threads=-1'], "threads must be 0 (torch's default) or more"),
     (['--num_samples=0'], '--num_samples and --max_new_tokens must be 1 or more'),
     (['--out_dir=README.md'], "--out_dir=README.md is a file: give the run's folder, or the file as --ckpt=README.md"),
@@ -212,8 +214,9 @@ def test_a_prompt_file_that_is_not_utf8_exits_2_with_one_line(full_run, tmp_path
 
 def test_an_out_dir_that_is_a_file_exits_2_before_any_work(tmp_path, data_dir):
     (tmp_path / 'f').write_text('notes')
-    r = train(str(tmp_path / 'f'), data_dir)
-    assert r.returncode == 2 and 'is a file: give a folder' in r.stderr and r.stderr.count('\n') == 1
+    for out, message in ((tmp_path / 'f', 'is a file: give a folder'), (tmp_path / 'f' / 'run', 'a file: give a folder')):
+        r = train(str(out), data_dir)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
     assert (tmp_path / 'f').read_text() == 'notes'
 
 
@@ -322,13 +325,18 @@ def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
 @pytest.mark.parametrize('arg,message', [
     ('--n_head=0', 'must each be 1 or more'),
     ('--threads=-1', 'threads must be 0'),
-    ('--grad_clip=-1', '--grad_clip must be 0 or more'),  # would flip the gradients
+    ('--grad_clip=-1', '--grad_clip must be a finite number, 0 or more'),  # would flip the gradients
+    ('--learning_rate=1e999', '--learning_rate must be a finite number, 0 or more, not inf'),
+    ('--warmup_iters=-5', '--warmup_iters must be a finite number, 0 or more'),
+    ('--n_layer=-1', 'n_layer, n_head, n_embd, block_size and vocab_size must each be 1 or more'),  # not n_nontopk
+    ('--init_from=resume', 'no checkpoint at'),
+    ('--init_from=resume --overwrite=True', '--init_from=resume continues the run in --out_dir and --overwrite=True'),
     ('--beta2=1.5', '--beta1 and --beta2 must be in [0, 1)'),
     pytest.param('--device=mps', 'no usable MPS backend',
                  marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason='this machine has MPS')),
 ])
 def test_a_bad_model_or_machine_setting_exits_2_with_one_line(tmp_path, data_dir, arg, message):
-    r = train(str(tmp_path / 'out'), data_dir, arg)
+    r = train(str(tmp_path / 'out'), data_dir, *arg.split())
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1
     assert not os.path.exists(tmp_path / 'out')
 
