@@ -197,6 +197,40 @@ def test_cached_logits_match_a_full_forward():
     cache = KVCache(model.config.n_layer, model.config.block_size)
     steps = [model(x[:, :5], cache=cache)[0]] + [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:], rtol=1e-4, atol=1e-5)
+    # several new tokens at once after a cached past: each sees the past and the new ones up to itself
+    cache = KVCache(model.config.n_layer, model.config.block_size)
+    model(x[:, :5], cache=cache)
+    torch.testing.assert_close(model(x[:, 5:], x[:, 5:], cache=cache)[0], full[:, 5:], rtol=1e-4, atol=1e-5)
+
+
+def fixed_logits(model, monkeypatch, logits):
+    """Make the model predict logits (vocab,) after any context: generate's sampling alone is tested."""
+    monkeypatch.setattr(model, 'forward', lambda idx, targets=None, cache=None: (logits.expand(idx.size(0), 1, -1), None))
+
+
+def test_sampling_draws_from_the_softmax_of_logits_over_temperature_among_the_top_k(monkeypatch):
+    model = tiny()
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    fixed_logits(model, monkeypatch, logits)
+    prompt = torch.zeros(20000, 1, dtype=torch.long)
+
+    def shares(**kw):
+        new = model.generate(prompt, 1, generator=torch.Generator().manual_seed(0), **kw)[:, 1]
+        return torch.bincount(new, minlength=5).float() / len(new)
+    torch.testing.assert_close(shares(temperature=0.5), torch.softmax(logits / 0.5, 0), atol=0.015, rtol=0)
+    top2 = torch.softmax(logits[:2] / 0.8, 0)
+    torch.testing.assert_close(shares(temperature=0.8, top_k=2), torch.cat([top2, torch.zeros(3)]), atol=0.015, rtol=0)
+    assert shares(top_k=1).tolist() == [1, 0, 0, 0, 0]  # the likeliest token, always
+
+
+def test_weight_decay_falls_on_the_matmul_and_embedding_weights_only():
+    model = tiny(bias=True)
+    decay, no_decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0
+    assert all(not n.endswith('bias') and '.ln_' not in n for n in map(names.get, map(id, decay['params'])))
+    assert all(n.endswith('bias') or '.ln_' in n for n in map(names.get, map(id, no_decay['params'])))
+    assert len(decay['params']) + len(no_decay['params']) == len(names)
 
 
 def test_sampling_is_reproducible_with_a_seed():
