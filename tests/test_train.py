@@ -39,6 +39,12 @@ def test_training_writes_a_log_spaced_series_and_metrics(full_run):
     trains = rows(full_run, 'train')
     assert [r['iter'] for r in trains] == list(range(12))
     assert 'ms_per_iter' not in evals[0]  # no step before the first eval
+    # the schedule (nanoGPT's): linear warmup over 2 steps, then cosine from learning_rate to min_lr at 12
+    cfg = torch.load(os.path.join(full_run, 'ckpt.pt'), weights_only=True)['config']
+    lr, low = cfg['learning_rate'], cfg['min_lr']
+    assert trains[0]['lr'] == pytest.approx(lr / 3) and trains[1]['lr'] == pytest.approx(2 * lr / 3)
+    assert trains[2]['lr'] == pytest.approx(lr) and trains[7]['lr'] == pytest.approx((lr + low) / 2)  # halfway
+    assert [t['lr'] for t in trains[2:]] == sorted([t['lr'] for t in trains[2:]], reverse=True) and low < trains[11]['lr']
     assert evals[1]['lr'] == trains[4]['lr']
     for e, steps in ((evals[1], trains[0:4]), (evals[2], trains[4:8])):  # the steps since the eval before
         assert e['ms_per_iter'] == pytest.approx(sum(t['ms_per_iter'] for t in steps) / 4)
@@ -247,11 +253,15 @@ def test_a_resume_drops_series_checkpoints_from_the_stretch_it_redoes(tmp_path, 
     assert train(out, data_dir, '--max_iters=2', '--eval_interval=2').returncode == 0
     # a snapshot from after ckpt.pt, as a run killed between an eval and the next series point leaves
     series = os.path.join(out, 'series')
-    os.link(os.path.join(series, 'ckpt_0000002.pt'), os.path.join(series, 'ckpt_0000004.pt'))
-    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=3', '--device=cpu', '--threads=1')
+    os.link(os.path.join(series, 'ckpt_0000002.pt'), os.path.join(series, 'ckpt_0000003.pt'))
+    with open(os.path.join(out, 'metrics.jsonl'), 'a') as f:  # and its rows, at and after ckpt.pt's iteration
+        f.writelines(json.dumps(dict(kind='train', iter=i, loss=99.0)) + '\n' for i in (2, 3))
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=5', '--device=cpu', '--threads=1')
     assert r.returncode == 0, r.stderr
     assert 'removed 1 series checkpoint(s) from after iteration 2' in r.stdout
-    assert [i for i, _ in checkpoint_series(out)] == [0, 1, 2, 3]
+    assert [i for i, _ in checkpoint_series(out)] == [0, 1, 2, 4, 5]  # 3 is not of the series: gone, not redone
+    trains = rows(out, 'train')
+    assert [x['iter'] for x in trains] == [0, 1, 2, 3, 4] and 99.0 not in [x['loss'] for x in trains]
 
 
 def test_eval_only_needs_a_checkpoint_and_never_deletes_the_run(tmp_path, data_dir):
