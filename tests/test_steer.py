@@ -116,6 +116,26 @@ def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monk
         monkeypatch.setattr(steer_module, 'candidates', 256)
 
 
+def test_the_first_order_estimate_ranks_small_pushes_as_the_exact_intervention_does(monkeypatch):
+    # forced a little above its own activation, a neuron's exact gain is the gradient times that push
+    model = tiny()
+    x, y = torch.randint(0, 40, (1, 1)), torch.randint(0, 40, (1, 1))  # one position: one activation per neuron
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, o[0, 0].detach().clone()))
+             for l, m in topk_layers(model).items()]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    strength = {l: a + 1e-3 for l, a in seen.items()}  # (C,) each
+    ids = torch.tensor([5, 6, 7])
+    _, exact = promote_search(model, x, y, ids, strength)
+    monkeypatch.setattr(steer_module, 'candidates', 32)  # every neuron, best first
+    for layer, (delta, _) in exact.items():
+        ranked = first_order(model, x, y, ids, layer, strength[layer])
+        assert ranked[:8].tolist() == delta.argsort(descending=True)[:8].tolist()
+
+
 def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
     for k, v in dict(num_samples=3, max_new_tokens=12, temperature=1.0, top_k=0, mode='add').items():
         monkeypatch.setattr(steer_module, k, v)
@@ -129,9 +149,9 @@ def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
 def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch, capsys):
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
     base = dict(rate=0.02, ppl=3.0, other_nll=1.0)
-    runs = [dict(scale=s, rate=r, ppl=p, other_nll=1.2) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 5.9), (1.0, 0.30, 6.1)]]
+    runs = [dict(scale=s, rate=r, ppl=p, other_nll=1.2) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 6.0), (1.0, 0.30, 6.1)]]
     ok, best = report_runs(runs, base, 'scale', {'rain'})
-    assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 1.0 is over 2 x 3.0
+    assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 6.0 is at 2 x 3.0, in; 1.0 is over
     out = capsys.readouterr().out
     assert 'over the 2x budget' in out and 'the strongest scale tried' not in out
     report_runs(runs[:2], base, 'scale', {'rain'})  # the best is the last strength: the grid may stop short
