@@ -44,6 +44,20 @@ def test_purity_best_concept_and_words_on_hand_built_top_activations(monkeypatch
     monkeypatch.setattr(analyze, 'purity_threshold', 0.7)  # restored after the test, even a failed one
     monkeypatch.setattr(analyze, 'min_words', 1)
     assert analyze.concept_of(stats).tolist() == [0, 1]
+    # top tokens come from activations above 0 only: neuron 1 never fired on token 4
+    assert analyze.top_tokens(dict(top_v=top_v, top_tok=top_tok), 1) == [(3, 2)]
+
+
+def test_a_concepts_best_neuron_spans_min_words_of_its_words():
+    # 0:0 is purer but fires on one word (a token detector); 0:1 covers three
+    stats = {0: dict(best=torch.tensor([0, 0]), purity=torch.tensor([1.0, 0.5]), words=torch.tensor([1, 3]))}
+    assert analyze.concept_neurons(stats, ['weather']) == {'weather': (0, 1, 0.5)}
+
+
+def test_the_context_skip_is_capped_at_half_a_window(data_dir):
+    assert analyze.context_skip(64) == analyze.min_context == 8 and analyze.context_skip(8) == 4
+    windows = analyze.val_windows('concepts', 100, 8, data_dir)  # each window reads its last 4 tokens
+    assert windows.shape[1] == 8 and analyze.n_read(windows) == 4 * len(windows) >= 96
 
 
 def test_a_purity_of_exactly_90_of_100_meets_the_threshold_everywhere():
