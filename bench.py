@@ -116,6 +116,12 @@ def alternate(fns, n):
     return times
 
 
+def round_ratio(base, other):
+    """The median over rounds of other's time / base's time within the round: both timed under the same
+    load, so a machine's slow spells cancel out of it more than out of a ratio of medians."""
+    return statistics.median(b / a for a, b in zip(base, other))
+
+
 if __name__ == '__main__':
     configure(globals(), file_keys_strict=False)  # a train_*.py config gives the shape; the rest is skipped
     try:
@@ -152,7 +158,7 @@ if __name__ == '__main__':
     if profile:
         show_profile(runs)  # printed before the table, which stays in one piece
     md, mt = statistics.median(t_dense), statistics.median(t_topk)
-    ratio = statistics.median(b / a for a, b in zip(t_dense, t_topk))  # the ratio within each round
+    ratio = round_ratio(t_dense, t_topk)
     tokens = batch_size * block_size
     print("| measurement | value | note |\n|---|---:|---|")
     row('train step, dense', f"{md * 1e3:.2f} ms", f"{tokens / md:,.0f} tok/s")
@@ -190,7 +196,7 @@ if __name__ == '__main__':
         timed()  # warm-up
     t_ours, t_plain = alternate(layers, repeats)
     mo, mp = statistics.median(t_ours), statistics.median(t_plain)
-    speedup = statistics.median(b / a for a, b in zip(t_ours, t_plain))
+    speedup = round_ratio(t_ours, t_plain)
     shape = f"{x.size(0)} x {x.size(1)}, k={topk}"
     row('TopK layer, fwd + bwd', f"{mo * 1e6:,.0f} us", shape)
     row('same with topk + scatter', f"{mp * 1e6:,.0f} us", shape)
@@ -215,7 +221,7 @@ if __name__ == '__main__':
         timed(True, 8), timed(False, 8)  # warm-up
         t_cached, t_plain = alternate([lambda: timed(True), lambda: timed(False)], sample_repeats)
         c, p = statistics.median(t_cached), statistics.median(t_plain)
-        speedup = statistics.median(b / a for a, b in zip(t_cached, t_plain))  # the ratio within each round
+        speedup = round_ratio(t_cached, t_plain)
         row(f"sample {n} tokens, KV cache", f"{c * 1e3:.0f} ms", f"{n / c:,.0f} tok/s")
         row(f"sample {n} tokens, no cache", f"{p * 1e3:.0f} ms", f"{n / p:,.0f} tok/s")
         row(f"KV cache speed-up at {n}", f"{speedup:.1f}x", f'median of {sample_repeats} per-round ratios')

@@ -45,3 +45,9 @@ def test_rounds_alternate_which_function_runs_first():
     calls = []
     times = bench.alternate([lambda: calls.append('a') or 1.0, lambda: calls.append('b') or 2.0], 4)
     assert calls == ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a'] and times == [[1.0] * 4, [2.0] * 4]
+
+
+def test_a_ratio_is_the_median_of_the_ratios_within_rounds():
+    import bench
+    dense, topk = [1.0, 2.0, 4.0], [1.5, 2.2, 8.0]  # a slow round (the third) moves both
+    assert bench.round_ratio(dense, topk) == 1.5  # of 1.5, 1.1 and 2.0; the ratio of medians would be 1.1
