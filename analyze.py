@@ -665,6 +665,8 @@ def setup(spec):
     if shared:  # purity and semantic entropy give each token one concept
         w, a, b = shared[0]
         die(f"the lexicon lists {w!r} under {a} and {b}: analyze.py gives each word one concept, so keep it in one")
+    if not neuron_sites(model):
+        die(f"this model has no TopK layer to read: all its {model.config.n_layer} blocks are dense (n_nontopk)")
     labels = concept_labels(decode, model.config.vocab_size, lex) if lex else None
     if lex and (labels[0] == len(lex)).all():  # every purity would be 0 and every semantic entropy NaN
         die(f"no word of the lexicon is a token of {dataset}'s vocabulary: give words it has (sample.py shows its text)")

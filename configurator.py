@@ -118,6 +118,13 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
         for k in keys:
             print(f"  {f'--{k}={scope[k]!r}':<36} {notes.get(k, '')}")
         sys.exit(0)
+    for arg in argv:  # before any config file runs: `--out_dir x.py` must not run x.py as one
+        key, eq, _ = arg[2:].partition('=')
+        if arg.startswith('--') and key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            die(f"unknown setting --{key}" + (f"; did you mean --{close[0]}?" if close else "") + " (see --help)")
+        if arg.startswith('--') and not eq and not isinstance(scope[key], bool):
+            die(f"--{key} needs a value: --{key}=VALUE")
     repeated = set()
     args = []
     # config files first, then overrides, wherever they stand on the line: `--topk=0 config/x.py` must not
@@ -125,13 +132,7 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
     for arg in sorted(argv, key=lambda a: a.startswith('--') or not a.endswith('.py')):
         if arg.startswith('--'):
             key, eq, value = arg[2:].partition('=')
-            if key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1)
-                die(f"unknown setting --{key}" + (f"; did you mean --{close[0]}?" if close else "") + " (see --help)")
-            if not eq:
-                if not isinstance(scope[key], bool):
-                    die(f"--{key} needs a value: --{key}=VALUE")
-                value = 'True'
+            value = value if eq else 'True'  # a bare --flag (only bools get here)
             given.add(key)
             if isinstance(scope[key], list):  # repeatable: the first use replaces the default list
                 items = [_literal(v) for v in value.split(',') if v]  # --x=1,2 is --x=1 --x=2; --x= empties

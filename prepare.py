@@ -438,9 +438,11 @@ def load_meta(dataset, data_dir='data'):
                          f"`python prepare.py NAME`, or your text with `python prepare.py --input=FILE --name={dataset}`")
     try:
         with open(path) as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError):  # torn or edited by hand
-        raise ValueError(f"{path} is not readable JSON: prepare {dataset} again with prepare.py's --force") from None
+            meta = json.load(f)
+        assert isinstance(meta, dict) and {'tokenizer', 'vocab_size'} <= set(meta)
+    except (ValueError, UnicodeDecodeError, AssertionError):  # torn or edited by hand
+        raise ValueError(f"{path} is not a dataset's meta.json: prepare {dataset} again with prepare.py's --force") from None
+    return meta
 
 
 def tokenizer_id(meta):

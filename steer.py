@@ -590,9 +590,10 @@ def main():
         die("give --concept=NAME or --words=a,b,c, not both")
     if not (strengths and min(num_samples, max_new_tokens, contexts, top, candidates) >= 1):
         die("--strengths needs a value, and --num_samples, --max_new_tokens, --contexts, --top and --candidates 1 or more")
-    if sweep and (min(strengths) <= 0 or max_ppl_ratio <= 1):
-        die("a sweep takes --strengths above 0 (its plot's strength axis is logarithmic) and a --max_ppl_ratio "
-            f"above 1, not {','.join(map(str, strengths))} and {max_ppl_ratio}")
+    if sweep and min(strengths) <= 0:
+        die(f"a sweep takes --strengths above 0 (its plot's strength axis is logarithmic), not {','.join(map(str, strengths))}")
+    if max_ppl_ratio < 1:
+        die(f"--max_ppl_ratio is the perplexity cost allowed, steered over unsteered: 1 or more, not {max_ppl_ratio}")
     if show < 0:
         die(f"--show is how many sample pairs to print: 0 or more, not {show}")
     if sweep and 'value' in given:

@@ -201,11 +201,12 @@ if init_from == 'resume':
         os.replace(metrics_path + '.tmp', metrics_path)
     # and so do series snapshots from after it: left, they would mix two runs in analyze.py's evolution
     # once this one takes other settings or stops earlier
-    redone = [p for i, p in checkpoint_series(out_dir) if i > iter_num] if not eval_only else []
-    for p in redone:
-        os.remove(p)
-    if redone:
-        print(f"note: removed {len(redone)} series checkpoint(s) from after iteration {iter_num}, the one resumed from")
+    if not eval_only:
+        redone = [p for i, p in checkpoint_series(out_dir) if i > iter_num]
+        for p in redone:
+            os.remove(p)
+        if redone:
+            print(f"note: removed {len(redone)} series checkpoint(s) from after iteration {iter_num}, the one resumed from")
 if overwrite and init_from != 'resume' and not eval_only:
     # only now that every setting has been checked: a fresh run must not inherit the old one's files
     for p in [p for _, p in checkpoint_series(out_dir)] + [resume_path, metrics_path]:

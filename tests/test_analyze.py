@@ -57,7 +57,8 @@ def test_a_concepts_best_neuron_spans_min_words_of_its_words():
 def test_the_context_skip_is_capped_at_half_a_window(data_dir):
     assert analyze.context_skip(64) == analyze.min_context == 8 and analyze.context_skip(8) == 4
     windows = analyze.val_windows('concepts', 100, 8, data_dir)  # each window reads its last 4 tokens
-    assert windows.shape[1] == 8 and analyze.n_read(windows) == 4 * len(windows) >= 96
+    val = torch.from_numpy(open_split('concepts', 'val', data_dir)[:4 + 4 * len(windows)].astype('int64'))
+    assert analyze.n_read(windows) == 4 * len(windows) >= 96 and torch.equal(windows[:, 4:].flatten(), val[4:])
 
 
 def test_a_purity_of_exactly_90_of_100_meets_the_threshold_everywhere():

@@ -41,6 +41,14 @@ def test_config_file_then_command_line(tmp_path):
     assert configure(defaults(), ['--name=cli', str(f)])['name'] == 'cli'  # an override wins wherever it stands
 
 
+def test_a_value_given_after_a_space_is_refused_before_a_file_named_so_runs(tmp_path, capsys):
+    f = tmp_path / 'out.py'
+    f.write_text("raise SystemExit(7)\n")  # run as a config file, it would exit 7
+    with pytest.raises(SystemExit) as e:
+        configure(defaults(), ['--name', str(f)])
+    assert e.value.code == 2 and '--name needs a value: --name=VALUE' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--itres=3'], 'unknown setting --itres; did you mean --iters?'),
     (['--iters=2.5'], 'iters takes an integer'),

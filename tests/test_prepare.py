@@ -94,9 +94,11 @@ def test_a_torn_or_unreadable_dataset_says_to_prepare_it_again(tmp_path):
         f.write(b'x')  # half a token
     r = run('train.py', '--dataset=concepts', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
     assert r.returncode == 2 and 'is torn (an odd number of bytes)' in r.stderr and r.stderr.count('\n') == 1
-    (tmp_path / 'concepts' / 'meta.json').write_text('{"tokenizer": ')
-    r = run('train.py', '--dataset=concepts', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu')
-    assert r.returncode == 2 and 'meta.json is not readable JSON' in r.stderr and r.stderr.count('\n') == 1
+    for torn in ('{"tokenizer": ', '{"vocab_size": 3}'):
+        (tmp_path / 'concepts' / 'meta.json').write_text(torn)
+        for r in (run('train.py', '--dataset=concepts', f'--data_dir={tmp_path}', f'--out_dir={tmp_path}/out', '--device=cpu'),
+                  run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={tmp_path}')):
+            assert r.returncode == 2 and "meta.json is not a dataset's meta.json" in r.stderr and r.stderr.count('\n') == 1
 
 
 @pytest.mark.parametrize('args,message', [
