@@ -84,7 +84,7 @@ def _coerce(key, value, default, where):
         except (ValueError, SyntaxError):
             if default is not None:
                 die(f"{where}{key} takes {KINDS.get(want, want.__name__)}, not {value!r}")
-    if want is list and isinstance(value, list) and default:  # a config file's list: its items as the default's
+    if want is list and isinstance(value, list) and default:  # a list's items as the default's items
         return [_coerce(key, v, default[0], where) for v in value]
     if default is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
         return value
@@ -118,12 +118,12 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
         for k in keys:
             print(f"  {f'--{k}={scope[k]!r}':<36} {notes.get(k, '')}")
         sys.exit(0)
-    for arg in argv:  # before any config file runs: `--out_dir x.py` must not run x.py as one
+    for arg in [a for a in argv if a.startswith('--')]:  # before any config file runs: `--out_dir x.py` must not run x.py
         key, eq, _ = arg[2:].partition('=')
-        if arg.startswith('--') and key not in keys:
+        if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)
             die(f"unknown setting --{key}" + (f"; did you mean --{close[0]}?" if close else "") + " (see --help)")
-        if arg.startswith('--') and not eq and not isinstance(scope[key], bool):
+        if not eq and not isinstance(scope[key], bool):
             die(f"--{key} needs a value: --{key}=VALUE")
     repeated = set()
     args = []
@@ -135,9 +135,8 @@ def configure(scope, argv=None, positional=False, given=None, file_keys_strict=T
             value = value if eq else 'True'  # a bare --flag (only bools get here)
             given.add(key)
             if isinstance(scope[key], list):  # repeatable: the first use replaces the default list
-                items = [_literal(v) for v in value.split(',') if v]  # --x=1,2 is --x=1 --x=2; --x= empties
-                if scope[key]:  # items take the type of the default's items
-                    items = [_coerce(key, str(v), scope[key][0], '--') for v in items]
+                # --x=1,2 is --x=1 --x=2; --x= empties; the items take the type of the default's
+                items = _coerce(key, [_literal(v) for v in value.split(',') if v], scope[key], '--')
                 scope[key] = (scope[key] if key in repeated else []) + items
                 repeated.add(key)
             else:

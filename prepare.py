@@ -439,9 +439,10 @@ def load_meta(dataset, data_dir='data'):
     try:
         with open(path) as f:
             meta = json.load(f)
-        assert isinstance(meta, dict) and {'tokenizer', 'vocab_size'} <= set(meta)
-    except (ValueError, UnicodeDecodeError, AssertionError):  # torn or edited by hand
-        raise ValueError(f"{path} is not a dataset's meta.json: prepare {dataset} again with prepare.py's --force") from None
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not (isinstance(meta, dict) and {'tokenizer', 'vocab_size'} <= set(meta)):  # torn or edited by hand
+        raise ValueError(f"{path} is not a dataset's meta.json: prepare {dataset} again with prepare.py's --force")
     return meta
 
 

@@ -192,16 +192,16 @@ if init_from == 'resume':
     data_gen.set_state(checkpoint['rng']['data'])
     if device_type == 'cuda' and 'cuda' in checkpoint['rng']:
         torch.cuda.set_rng_state(checkpoint['rng']['cuda'], device)
-    # metrics rows from after the checkpoint belong to a stretch of training that is being redone
-    if os.path.exists(metrics_path) and not eval_only:
-        rows = read_metrics(out_dir)
-        keep = [r for r in rows if r['iter'] < iter_num or (r['iter'] == iter_num and r['kind'] == 'eval')]
-        with open(metrics_path + '.tmp', 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in keep)
-        os.replace(metrics_path + '.tmp', metrics_path)
-    # and so do series snapshots from after it: left, they would mix two runs in analyze.py's evolution
-    # once this one takes other settings or stops earlier
+    # metrics rows and series snapshots from after the checkpoint belong to a stretch of training that is
+    # being redone: left, they would mix two runs in analyze.py's evolution once this one takes other
+    # settings or stops earlier
     if not eval_only:
+        if os.path.exists(metrics_path):
+            rows = read_metrics(out_dir)
+            keep = [r for r in rows if r['iter'] < iter_num or (r['iter'] == iter_num and r['kind'] == 'eval')]
+            with open(metrics_path + '.tmp', 'w') as f:
+                f.writelines(json.dumps(r) + '\n' for r in keep)
+            os.replace(metrics_path + '.tmp', metrics_path)
         redone = [p for i, p in checkpoint_series(out_dir) if i > iter_num]
         for p in redone:
             os.remove(p)
