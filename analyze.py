@@ -2,7 +2,7 @@
 Read a TopK LM's neurons, and trace them across training checkpoints and across layers.
 
     python analyze.py neurons   --out_dir=out-concepts-topk                 # one checkpoint: report, plots
-    python analyze.py neurons   --out_dir=out-concepts-topk --neuron=1:37   # one neuron in full
+    python analyze.py neurons   --out_dir=out-concepts-topk --neuron=1:37   # one neuron in full (repeatable)
     python analyze.py evolution --out_dir=out-concepts-topk                 # the checkpoint series
     python analyze.py layers    --out_dir=out-concepts-topk                 # same index, different layers
 
@@ -49,7 +49,7 @@ tokens = 200000  # val tokens to read the neurons on (the same ones for every ch
 min_context = 8  # each token is read with at least this many tokens before it (capped at half of block_size)
 batch_size = 64  # windows per forward pass
 lexicon = ''  # JSON file concept -> list of words; default: the dataset's lexicon.json if it has one
-neuron = ''  # neurons: L:J shows one neuron in full
+neuron = []  # neurons: L:J shows that neuron in full (repeatable: --neuron=0:5 --neuron=1:5)
 top_n = 100  # top activations per neuron for purity and contexts
 purity_threshold = 0.9  # a neuron with purity >= this for a concept is that concept's neuron...
 min_words = 3  # ...if its top activations span at least this many of the concept's words (else: a token detector)
@@ -365,23 +365,27 @@ def nanmean(t):
 def cmd_neurons():
     model, ck, lex, labels, windows, decode = setup(ckpt)
     concepts = list(lex) if lex else []
-    if neuron:  # checked before the pass over the data
-        layer, j = parse_neuron(neuron, list(neuron_sites(model)), neuron_width(model), 'TopK' if model.config.topk else 'neuron')
+    kind = 'TopK' if model.config.topk else 'neuron'
+    chosen = dict.fromkeys(parse_neuron(spec, list(neuron_sites(model)), neuron_width(model), kind)
+                           for spec in neuron)  # checked before the pass over the data; a neuron named twice shown once
     stats = collect(model, windows, labels, len(concepts), progress=True)
-    if neuron:
-        s = stats[layer]
-        promotes = promoted(model, layer)
-        row = neuron_rows(stats, layer, decode, concepts, promotes, windows)[j]
-        print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {n_read(windows):,} val tokens")
-        for k, v in row.items():
-            if k not in ('top_tokens', 'promotes', 'index', 'contexts'):
-                print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
-        print(f"  top tokens       (of its top {top_n} activations) " + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(s, j)))
-        print("  promotes         " + show_words(row['promotes']))
-        print("  top contexts:")
-        for c in row['contexts']:
-            print(f"    {c['activation']:7.3f}  {c['context']}")
-        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layer=layer, **row))
+    if chosen:
+        rows = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows) for layer, _ in chosen}
+        shown = {}  # {layer: [rows]}, as the full report's JSON holds them
+        for layer, j in chosen:
+            row = rows[layer][j]
+            print(f"neuron {layer}:{j} at iteration {ck.get('iter_num')} over {n_read(windows):,} val tokens")
+            for k, v in row.items():
+                if k not in ('top_tokens', 'promotes', 'index', 'contexts'):
+                    print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
+            print(f"  top tokens       (of its top {top_n} activations) "
+                  + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(stats[layer], j)))
+            print("  promotes         " + show_words(row['promotes']))
+            print("  top contexts:")
+            for c in row['contexts']:
+                print(f"    {c['activation']:7.3f}  {c['context']}")
+            shown.setdefault(str(layer), []).append(row)
+        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), neurons=shown))
         return
     summary = layer_summary(stats, concepts)
     table = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows) for layer in stats}

@@ -241,11 +241,15 @@ def test_a_checkpoint_path_reports_into_its_own_run(concepts_run, data_dir):
     assert open(report).readline() == f"# neurons of {concepts_run} at iteration 64\n"
 
 
-def test_one_neuron_in_full(concepts_run, data_dir):
+def test_neurons_in_full(concepts_run, data_dir, tmp_path):
+    out = tmp_path / 'n.json'
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=5000',
-            '--neuron=0:3', '--report_dir=' + concepts_run + '/a')
+            '--neuron=0:3', '--neuron=0:5,0:3', f'--json={out}', '--report_dir=' + concepts_run + '/a')
     assert r.returncode == 0, r.stderr
-    assert 'neuron 0:3' in r.stdout and 'top contexts' in r.stdout and '[[' in r.stdout
+    assert r.stdout.count('top contexts') == 2 and '[[' in r.stdout  # 0:3 named twice, shown once
+    assert r.stdout.index('neuron 0:3 ') < r.stdout.index('neuron 0:5 ')  # in the order given
+    # the full report's JSON layout, {layer: rows}, with only the neurons named
+    assert {k: [n['index'] for n in v] for k, v in strict_json(out)['neurons'].items()} == {'0': [3, 5]}
 
 
 def test_evolution_over_the_series(concepts_run, data_dir, tmp_path):
