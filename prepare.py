@@ -184,10 +184,11 @@ def word_split(text):
 
 
 def word_join(words):
-    """Undo word_split: spaces between words, none before punctuation or around newlines."""
+    """Rejoin word_split's pieces: a space before each word, none before punctuation or around newlines.
+    The word tokenizer keeps no spacing, so an opening bracket comes back stuck to the word before it."""
     out = ''
     for w in words:
-        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] == "'"):
+        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] in "'’"):  # 'tis, ’tis
             out += ' '
         out += w
     return out

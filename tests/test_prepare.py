@@ -51,6 +51,7 @@ def test_word_tokens_rejoin_into_the_text():
     assert word_split(text)[:4] == ['the', 'cat', ',', "it's"]
     assert word_join(word_split(text)) == text
     assert word_join(word_split("the café, it’s naïve.\n")) == "the café, it’s naïve.\n"  # e-book text is not ASCII
+    assert word_join(word_split("and ’tis so, and 'tis so")) == "and ’tis so, and 'tis so"  # either apostrophe starts a word
 
 
 def test_a_prompt_outside_the_vocabulary_names_the_unknown_symbols():
