@@ -41,7 +41,7 @@ sample_tokens = [128, 512]  # new tokens per sampling row (--sample_tokens= skip
 sample_repeats = 3  # repeats per sampling row
 analysis_tokens = 65536  # tokens pushed through record_activations
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 on CUDA, else float32), 'float32', 'bfloat16'
+dtype = 'auto'  # as train.py's: 'auto' (bfloat16 on a CUDA GPU with native bf16, else float32), 'float32', 'bfloat16', 'float16'
 compile = 'auto'  # torch.compile: 'auto' (on CUDA), True, False
 threads = 0  # CPU threads; 0 keeps torch's default
 seed = 1337  # weights and batches

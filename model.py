@@ -467,7 +467,7 @@ def keep_freed_memory():
 
 
 def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
-    """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on CUDA where supported,
+    """Resolve the 'auto' settings: device cuda > mps > cpu; bfloat16 autocast on a CUDA GPU with native bf16,
     else float32; torch.compile on CUDA only. Returns (device, device_type, dtype, compile, autocast),
     autocast being the context to run the model under, or raises ValueError with what to do. It also
     sets torch's CPU threads (0 keeps the default), TF32 for float32 matmuls on CUDA (nanoGPT) and the
@@ -485,7 +485,8 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     if device_type == 'mps' and not torch.backends.mps.is_available():
         raise ValueError("device mps asked for, but this torch has no usable MPS backend: use --device=cpu")
     if dtype == 'auto':
-        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+        # native bf16 only (Ampere and later): a V100 or T4 only emulates it, with no bf16 tensor cores
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
     if compile not in ('auto', True, False, 'True', 'False', 'true', 'false'):
@@ -507,7 +508,8 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
 
 
 # ----------------------------------------------------------------------------------------------
-# peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts unless named, no sparsity),
+# peak dense bf16 FLOP/s of common cards (vendor data sheets; SXM parts unless named, no sparsity; V100
+# and T4 have no bf16: theirs are fp16 tensor-core peaks, what --dtype=float16 runs at),
 # matched as whole words of torch.cuda.get_device_name(), so that L4 is not an L40 nor A100 an A1000;
 # nanochat keeps such a table instead of one card
 

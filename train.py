@@ -63,7 +63,7 @@ lr_decay_iters = 5000  # cosine decay ends here (usually max_iters)
 min_lr = 1e-4  # learning rate after the decay (about learning_rate / 10)
 # system
 device = 'auto'  # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 where supported on CUDA, else float32), 'float32', 'bfloat16', 'float16'
+dtype = 'auto'  # 'auto' (bfloat16 on a CUDA GPU with native bf16, else float32), 'float32', 'bfloat16', 'float16'
 compile = 'auto'  # torch.compile the model: 'auto' (on CUDA only), True or False
 seed = 1337  # seeds the weights, the batches and dropout
 threads = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
