@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, die, output_dir, output_file
+from configurator import configure, die, output_dir, output_file, write_json
 from model import checkpoint_series, load_checkpoint, neuron_sites, neuron_width, read_metrics, record_activations
 from prepare import open_split
 from sample import load_run
@@ -385,7 +385,7 @@ def cmd_neurons():
             for c in row['contexts']:
                 print(f"    {c['activation']:7.3f}  {c['context']}")
             shown.setdefault(str(layer), []).append(row)
-        write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), neurons=shown))
+        write_json(json, dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), neurons=shown))
         return
     summary = layer_summary(stats, concepts)
     table = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows) for layer in stats}
@@ -438,7 +438,7 @@ def cmd_neurons():
         ax.set_xlabel('log10 activation frequency')
     axes[0][0].set_ylabel('neurons')
     save_fig(fig, os.path.join(reports(), f"frequency_{ck.get('iter_num')}.png"))
-    write_json(dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layers=summary,
+    write_json(json, dict(checkpoint=ck.get('iter_num'), tokens=n_read(windows), layers=summary,
                     concept_neurons={c: dict(layer=l, neuron=j, purity=p) for c, (l, j, p) in best.items()},
                     neurons={str(k): v for k, v in table.items()}))
 
@@ -578,7 +578,7 @@ def cmd_evolution():
     ax.legend(fontsize=7)
     save_fig(fig, os.path.join(reports(), 'evolution_stability.png'))
     per = lambda layer, key: [d[layer][key].tolist() for d in per_ckpt]  # (checkpoints, neurons)
-    write_json(dict(steps=steps, purity_threshold=purity_threshold, emergence=emerged, stability=stability,
+    write_json(json, dict(steps=steps, purity_threshold=purity_threshold, emergence=emerged, stability=stability,
                     mean_token_entropy=token_h, mean_semantic_entropy=sem_h,
                     neurons={str(layer): dict(token_entropy=per(layer, 'token_entropy'), frequency=per(layer, 'frequency'),
                                               **(dict(semantic_entropy=per(layer, 'semantic_entropy'),
@@ -653,7 +653,7 @@ def cmd_layers():
                 ax.text(b, a, f"{mat[a, b]:.2f}", ha='center', va='center', color='w' if mat[a, b] < 0.6 else 'k', fontsize=8)
         fig.colorbar(im, ax=ax)
     save_fig(fig, os.path.join(reports(), f"layers_{ck.get('iter_num')}.png"))
-    write_json(dict(checkpoint=ck.get('iter_num'), layers=layers, concept_agreement=agree.tolist(),
+    write_json(json, dict(checkpoint=ck.get('iter_num'), layers=layers, concept_agreement=agree.tolist(),
                     top_token_jaccard=overlap.tolist(), consistent_neurons=[dict(neuron=j, concept=c) for j, c in consistent]))
 
 
@@ -682,26 +682,6 @@ def reports():
     path = report_dir or os.path.join(out_dir, 'analysis')
     os.makedirs(path, exist_ok=True)
     return path
-
-
-def nan_to_none(obj):
-    if torch.is_tensor(obj):
-        obj = obj.tolist()
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
-
-
-def write_json(obj):
-    if json:
-        with open(json, 'w') as f:
-            # NaN (a dead neuron's entropy) is not JSON: it becomes null
-            jsonlib.dump(nan_to_none(obj), f, indent=1, allow_nan=False, default=str)
-        print(f"wrote {json}")
 
 
 if __name__ == '__main__':

@@ -13,13 +13,12 @@ depend on either, except that the CUDA TopK kernel is faster on the rows of trai
 these (README "Speed", GPU).
 """
 
-import json as jsonlib  # `json` is the --json=PATH setting
 import statistics
 import time
 
 import torch
 
-from configurator import configure, die, output_file
+from configurator import configure, die, output_file, write_json
 from model import (GPT, GPTConfig, TopK, neuron_sites, neuron_width, record_activations, system_settings,
                    topk_scatter)
 
@@ -246,7 +245,4 @@ if __name__ == '__main__':
     row('record TopK activations', f"{n_batches * batch.numel() / t:,.0f} tok/s", f"{len(sites)} layers, sparse")
     results['analysis_tok_s'] = n_batches * batch.numel() / t
 
-    if json:
-        with open(json, 'w') as f:
-            jsonlib.dump(results, f, indent=1)
-        print(f"wrote {json}")
+    write_json(json, results)

@@ -13,6 +13,8 @@ words that are not config files (`prepare.py shakespeare_char`) come back as a s
 
 import ast
 import difflib
+import json
+import math
 import os
 import re
 import sys
@@ -36,6 +38,26 @@ def output_file(path, key='json'):
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     except OSError as e:
         die(f"--{key}={path}: cannot make its folder ({e.strerror})")
+
+
+def write_json(path, obj):
+    """Write obj to the JSON file path ('' = none; output_file checked it before the work). NaN (a dead
+    neuron's entropy, say) is not JSON: it becomes null; tensors and arrays become lists."""
+    if not path:
+        return
+    with open(path, 'w') as f:
+        json.dump(_plain(obj), f, indent=1, allow_nan=False, default=str)
+    print(f"wrote {path}")
+
+
+def _plain(obj):
+    if hasattr(obj, 'tolist'):  # a tensor or an array
+        obj = obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
 
 
 def check_folder(path, key):

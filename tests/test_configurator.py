@@ -1,7 +1,11 @@
 """Claims of configurator.py: config files, typed --key=value overrides, one-line errors, --help."""
-import pytest
+import json
+import math
 
-from configurator import configure
+import pytest
+import torch
+
+from configurator import configure, write_json
 
 
 def defaults():
@@ -108,3 +112,14 @@ def test_help_lists_every_setting_with_its_default(capsys):
 def test_positional_words_come_back_when_allowed():
     cfg, args = configure(defaults(), ['concepts', '--iters=3'], positional=True)
     assert args == ['concepts'] and cfg['iters'] == 3
+
+
+def test_json_reports_are_strict_json(tmp_path, capsys):
+    """NaN (a dead neuron's entropy, steer's other tokens' -log p when every token is a concept word) is
+    not JSON: every script's --json writes it as null, and tensors as lists."""
+    path = tmp_path / 'r.json'
+    write_json(str(path), {'h': math.nan, 'rows': [{'x': torch.tensor([1.5, math.nan])}], 'pair': (1, 'a')})
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {'h': None, 'rows': [{'x': [1.5, None]}],
+                                                                       'pair': [1, 'a']}
+    assert capsys.readouterr().out == f"wrote {path}\n"
+    write_json('', {'h': 1})  # no --json: nothing written
