@@ -62,7 +62,8 @@ class _TopKFunction(torch.autograd.Function):
     """relu(topk(x)) scattered back into zeros, with a backward that touches only the kept entries.
     Autograd's own graph for topk + relu + scatter builds and scatters a full-width gradient twice.
     On CPU, where torch.topk's partial sort is most of the cost, numpy's introselect finds each
-    row's k-th largest value 4-5x faster and a mask keeps the entries at or above it (bench.py)."""
+    row's k-th largest value 4-5x faster and a mask keeps the entries at or above it (README, "The model
+    and its hooks"; bench.py times the whole layer)."""
 
     @staticmethod
     def forward(ctx, x, k):
@@ -206,7 +207,7 @@ class LayerNorm(nn.Module):
 
 class KVCache:
     """Keys and values of the tokens already seen, per layer, so each new token costs one position
-    of attention instead of re-encoding the whole context. Preallocated to block_size on first use."""
+    of attention instead of re-encoding the whole context. Preallocated to max_len (generate: block_size) on first use."""
 
     def __init__(self, n_layer, max_len):
         self.k = [None] * n_layer
@@ -258,10 +259,10 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
 
-    def __init__(self, config, topk):
+    def __init__(self, config, use_topk):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        if topk:  # the paper's TL;DR reading: TopK *is* the activation function
+        if use_topk:  # the paper's TL;DR reading: TopK *is* the activation function
             self.topk = TopK(config.topk)
         else:
             self.gelu = nn.GELU()
@@ -278,12 +279,12 @@ class Block(nn.Module):
 
     def __init__(self, config, layer):
         super().__init__()
-        topk = config.is_topk_layer(layer)
+        is_topk = config.is_topk_layer(layer)
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config, topk and config.topk_site == 'mlp')
-        if topk and config.topk_site == 'resid':  # the paper's architecture figure: TopK after the block
+        self.mlp = MLP(config, is_topk and config.topk_site == 'mlp')
+        if is_topk and config.topk_site == 'resid':  # the paper's architecture figure: TopK after the block
             self.topk = TopK(config.topk)
 
     def forward(self, x, cache=None):
@@ -532,8 +533,10 @@ def peak_flops(device_name=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints: a dict with 'model' (uncompiled state_dict), 'model_args', 'iter_num', 'config', and
-# 'optimizer' only in the resume checkpoint out_dir/ckpt.pt; the series lives in out_dir/series/
+# checkpoints: a dict with 'model' (uncompiled state_dict), 'model_args', 'iter_num', 'config' and
+# 'tokenizer' (prepare.tokenizer_id: the vocabulary it was trained on); the resume checkpoint
+# out_dir/ckpt.pt adds 'optimizer', 'scaler', 'rng', 'val_loss' and 'best_val_loss'; the series
+# lives in out_dir/series/
 
 def series_path(out_dir, iter_num):
     return os.path.join(out_dir, 'series', f'ckpt_{iter_num:07d}.pt')

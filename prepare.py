@@ -9,8 +9,9 @@ Build a dataset: text -> data/<name>/{train.bin, val.bin, meta.json}.
     python prepare.py --input=my.txt --tokenizer=char --name=mine   # any local text file
 
 The .bin files are uint16 token ids (np.memmap); meta.json holds the tokenizer and what decoding
-needs. An existing dataset is left alone unless --force=True. The functions at the bottom (load_meta,
-get_tokenizer, open_split, get_batch) are how the other scripts read a dataset.
+needs. An existing dataset is left alone unless --force=True. get_tokenizer (under "tokenizers") and the
+functions at the bottom (load_meta, tokenizer_id, vocab_fits, open_split, get_batch) are how the other
+scripts read a dataset.
 """
 
 import hashlib
@@ -370,9 +371,9 @@ def main(args):
     if which and which not in DATASETS:
         die(f"unknown dataset {which!r}: {', '.join(DATASETS)}, or --input=FILE --name=NAME")
     # a setting the chosen source does not read: refused when it asks for something else, not ignored
-    if not input and 'tokenizer' in given and tokenizer != DATASETS.get(which, tokenizer):
+    if not input and 'tokenizer' in given and tokenizer != DATASETS[which]:
         die(f"--tokenizer applies to --input=FILE; {which} has its own tokenizer, {DATASETS[which]}")
-    unread = [k for k in ('seed', 'concept_sentences', 'concept_per_line', 'filler_per_line') if which != 'concepts']
+    unread = [] if which == 'concepts' else ['seed', 'concept_sentences', 'concept_per_line', 'filler_per_line']
     unread += ['val_fraction'] if which == 'tinystories' else []  # it comes with its own val split
     for k in unread:
         if k in given and globals()[k] != DEFAULTS[k]:

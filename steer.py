@@ -41,18 +41,18 @@ favouring the concept alone gets within the same perplexity budget; a neuron als
 tokens and everything computed after it.
 """
 
-import json as jsonlib  # `json` is the --json=PATH setting
 import math
 import os
 import re
 import textwrap
 from collections import Counter
+from itertools import zip_longest
 
 import torch
 import torch.nn.functional as F
 
 import analyze
-from configurator import configure, die, output_dir, output_file
+from configurator import configure, die, output_dir, output_file, write_json
 from model import neuron_width, topk_layers
 from prepare import WORD, get_batch, open_split
 from sample import check_sampling, encode_prompt, load_run
@@ -101,7 +101,7 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-WORD_RE = re.compile(WORD)  # a word of the concept rate: a word as the word tokenizer splits it
+RATE_WORD_RE = re.compile(WORD)  # a word of the concept rate: a word as the word tokenizer splits it
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
@@ -109,7 +109,7 @@ SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator,
 
 def steering_hook(model, forced, prompt_len, positions='all', mode='set'):
     """A forward hook for one TopK module: force neurons {index: value} at the chosen positions.
-    model.start_pos (set by generate) gives the absolute position of the first token in view, so
+    model.start_pos (set by model.generate) gives the absolute position of the first token in view, so
     the hook acts the same with and without the KV cache."""
     js = torch.tensor(list(forced))
     vs = torch.tensor(list(forced.values()))
@@ -250,7 +250,7 @@ def is_concept(word, concept_words):
 
 
 def concept_rate(texts, concept_words):
-    found = [w for t in texts for w in WORD_RE.findall(SPECIAL_RE.sub(' ', t))]
+    found = [w for t in texts for w in RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t))]
     return sum(is_concept(w, concept_words) for w in found) / max(1, len(found))
 
 
@@ -268,11 +268,11 @@ def add_logit_bias(model, ids, b):
     """A forward hook on lm_head that adds b to the logits of the tokens ids; returns its handle."""
     bias = torch.zeros(model.lm_head.out_features, device=ids.device)
     bias[ids] = b  # (vocab,): b at the concept's tokens, 0 elsewhere
-    # the logits (B, T, vocab) are biased before generate() divides them by the temperature
+    # the logits (B, T, vocab) are biased before model.generate divides them by the temperature
     return model.lm_head.register_forward_hook(lambda m, i, out: out + bias.to(out.dtype))
 
 
-def generate(model, prompt, neurons, bias=None, draw=0):
+def sample_steered(model, prompt, neurons, bias=None, draw=0):
     """num_samples continuations of prompt, with the neurons {(layer, j): value} forced (none: the
     unsteered model), or with bias = (token ids, b) added to those tokens' logits. The generator's
     seed is the same for every call of a draw: draw 0 for the samples a sweep picks its strength on,
@@ -291,7 +291,7 @@ def generate(model, prompt, neurons, bias=None, draw=0):
 def measure(model, prompt, neurons, decode, bias=None, draw=0):
     """Samples with the neurons forced (None: unsteered) or the logit bias, and their perplexity under
     the unsteered model."""
-    seqs = generate(model, prompt, neurons, bias, draw)
+    seqs = sample_steered(model, prompt, neurons, bias, draw)
     P = prompt.size(1)
     nll = generated_nll(model, seqs, P)  # (n, new tokens); hooks are off: the unsteered model judges fluency
     return dict(ppl=math.exp(nll.mean().item()), texts=[decode(s[P:].tolist()) for s in seqs], tokens=seqs[:, P:], nll=nll)
@@ -300,13 +300,13 @@ def measure(model, prompt, neurons, decode, bias=None, draw=0):
 # ----------------------------------------------------------------------------- output
 
 def marked(text, concept_words):
-    return WORD_RE.sub(lambda m: f"*{m.group(0)}*" if is_concept(m.group(0), concept_words) else m.group(0), text)
+    return RATE_WORD_RE.sub(lambda m: f"*{m.group(0)}*" if is_concept(m.group(0), concept_words) else m.group(0), text)
 
 
 def side_by_side(left, right, width=52):
     a = textwrap.wrap(left.replace('\n', ' / '), width) or ['']
     b = textwrap.wrap(right.replace('\n', ' / '), width) or ['']
-    return '\n'.join(f"  {x:<{width}} | {y}" for x, y in zip(a + [''] * (len(b) - len(a)), b + [''] * (len(a) - len(b))))
+    return '\n'.join(f"  {x:<{width}} | {y}" for x, y in zip_longest(a, b, fillvalue=''))
 
 
 def show_neurons(title, rows):
@@ -650,10 +650,7 @@ def main():
                                    given_neurons))
     if len(results) > 1:
         summary(results)
-    if json:
-        with open(json, 'w') as f:
-            jsonlib.dump(dict(out_dir=out_dir, checkpoint=ck.get('iter_num'), results=results), f, indent=1)
-        print(f"wrote {json}")
+    write_json(json, dict(out_dir=out_dir, checkpoint=ck.get('iter_num'), results=results))
 
 
 def summary(results):

@@ -110,7 +110,7 @@ if init_from != 'scratch':
             f"start a new run from it with --init_from={path} --out_dir=NEW_DIR")
     old = checkpoint.get('config', {})
     keys = set(old) - set(MACHINE_KEYS) if init_from == 'resume' or eval_only else {'dataset', 'data_dir', 'block_size'}
-    for k in keys & set(old) & set(config) - given:
+    for k in (keys & set(old) & set(config)) - given:  # a setting this command gives wins
         globals()[k] = config[k] = old[k]
 
 try:
@@ -386,7 +386,7 @@ while True:
         lossf = step_loss.item()  # a CPU-GPU sync, so only every log_interval
         stop_if_nonfinite(lossf, iter_num)
         mfu = raw_model.estimate_mfu(tokens_per_iter, dt) if device_type == 'cuda' else None
-        if mfu is not None and iter_num - first_iter >= 5:  # the first iterations include compilation
+        if mfu is not None and iter_num - first_iter >= 5:  # the first iterations include compilation or warm-up
             running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.1f}ms, {tokens_per_iter / dt:,.0f} tok/s"
               + (f", mfu {running_mfu * 100:.1f}%" if running_mfu >= 0 else ''))

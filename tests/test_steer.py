@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT, run
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
-from steer import (add_logit_bias, concept_rate, first_order, generate, generated_nll, promote_rank, promote_search,
-                   report_runs, site_defaults, steer)
+from steer import (add_logit_bias, concept_rate, first_order, generated_nll, promote_rank, promote_search,
+                   report_runs, sample_steered, site_defaults, steer)
 
 
 def tiny():
@@ -140,10 +140,10 @@ def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
     for k, v in dict(num_samples=3, max_new_tokens=12, temperature=1.0, top_k=0, mode='add').items():
         monkeypatch.setattr(steer_module, k, v)
     model, prompt = tiny(), torch.randint(0, 40, (1, 4))
-    plain = generate(model, prompt, None)
-    assert torch.equal(generate(model, prompt, {(0, 3): 0.0}), plain)  # adding 0: the same samples
-    assert not torch.equal(generate(model, prompt, {(0, 3): 5.0}), plain)  # the neuron is the difference
-    assert not torch.equal(generate(model, prompt, None, draw=1), plain)  # a second draw is new samples
+    plain = sample_steered(model, prompt, None)
+    assert torch.equal(sample_steered(model, prompt, {(0, 3): 0.0}), plain)  # adding 0: the same samples
+    assert not torch.equal(sample_steered(model, prompt, {(0, 3): 5.0}), plain)  # the neuron is the difference
+    assert not torch.equal(sample_steered(model, prompt, None, draw=1), plain)  # a second draw is new samples
 
 
 def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch, capsys):
