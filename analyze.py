@@ -49,7 +49,7 @@ tokens = 200000  # val tokens to read the neurons on (the same ones for every ch
 min_context = 8  # each token is read with at least this many tokens before it (capped at half of block_size)
 batch_size = 64  # windows per forward pass
 lexicon = ''  # JSON file concept -> list of words; default: the dataset's lexicon.json if it has one
-neuron = []  # neurons: L:J shows that neuron in full (repeatable: --neuron=0:5 --neuron=1:5)
+neuron = []  # neurons: L:J shows that neuron in full (several: --neuron=0:5,1:5 or --neuron=0:5 --neuron=1:5)
 top_n = 100  # top activations per neuron for purity and contexts
 purity_threshold = 0.9  # a neuron with purity >= this for a concept is that concept's neuron...
 min_words = 3  # ...if its top activations span at least this many of the concept's words (else: a token detector)
@@ -378,7 +378,7 @@ def cmd_neurons():
             for k, v in row.items():
                 if k not in ('top_tokens', 'promotes', 'index', 'contexts'):
                     print(f"  {k:<17} {v:.4f}" if isinstance(v, float) else f"  {k:<17} {v}")
-            print(f"  top tokens       (of its top {top_n} activations) "
+            print(f"  top tokens       (of its top {top_n} activations, those above 0) "
                   + ', '.join(f"{decode([t])!r} x{c}" for t, c in top_tokens(stats[layer], j)))
             print("  promotes         " + show_words(row['promotes']))
             print("  top contexts:")
@@ -412,14 +412,17 @@ def cmd_neurons():
                 lines.append(f"| {c} | none | 0.00 | |")
     head = len(lines)  # stdout gets the summary; the report also gets every layer's table
     for layer, rows in table.items():
-        lines += ['', f"## layer {layer}", '', '| neuron | freq | max | tok H | ' + ('concept | purity | sem H | ' if concepts else '')
+        lines += ['', f"## layer {layer}", '', '| neuron | freq | max | tok H | ' + ('concept | purity | words | sem H | ' if concepts else '')
                   + 'top tokens | promotes | top context |',
-                  '|---|---:|---:|---:|' + ('---|---:|---:|' if concepts else '') + '---|---|---|']
+                  '|---|---:|---:|---:|' + ('---|---:|---:|---:|' if concepts else '') + '---|---|---|']
         alive = [r for r in rows if r['frequency'] > 0]  # a dead neuron's entropy is NaN, which breaks a sort
-        for r in sorted(alive, key=lambda r: -(r.get('purity') or 0) if concepts else r['token_entropy']):
+        # with a lexicon the concept neurons first: purity, token detectors (fewer than min_words words) after
+        by_purity = lambda r: (r['words'] < min_words, -(r['purity'] or 0))
+        for r in sorted(alive, key=by_purity if concepts else lambda r: r['token_entropy']):
             cells = [f"{layer}:{r['index']}", f"{r['frequency']:.4f}", f"{r['max']:.2f}", f"{r['token_entropy']:.2f}"]
             if concepts:
-                cells += [r['best_concept'] or '-', f"{r['purity']:.2f}", f"{r['semantic_entropy']:.2f}"]
+                h = r['semantic_entropy']  # NaN: no activation mass on concept words
+                cells += [r['best_concept'] or '-', f"{r['purity']:.2f}", str(r['words']), '-' if math.isnan(h) else f"{h:.2f}"]
             top = r['contexts'][0]['context'].replace('|', '\\|') if r['contexts'] else ''  # '|' would end the cell
             cells += [show_words(r['top_tokens'][:6]), show_words(r['promotes'][:6]), f"`{top}`"]
             lines.append('| ' + ' | '.join(cells) + ' |')

@@ -34,7 +34,7 @@ from configurator import check_folder, configure, die
 # -----------------------------------------------------------------------------
 data_dir = 'data'  # datasets live in data_dir/<name>/
 input = ''  # a local text file to prepare instead of a named dataset
-name = ''  # the dataset's name with --input (then train with --dataset=NAME)
+name = ''  # the dataset's folder name: needed with --input, or a variant of a named dataset (train with --dataset=NAME)
 tokenizer = 'char'  # with --input: char, word or gpt2
 val_fraction = 0.1  # the last val_fraction of the text is the validation split
 seed = 1337  # seed of the concepts corpus

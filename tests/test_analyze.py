@@ -214,6 +214,11 @@ def test_neurons_report_plots_and_json(concepts_run, data_dir, tmp_path):
     assert f"| `{live[0]['contexts'][0]['context']}` |" in report.replace('\\|', '|')
     assert table['layers']['0']['neurons'] == 64
     assert os.path.getsize(tmp_path / 'frequency_300.png') > 0 and (tmp_path / 'neurons_300.md').exists()
+    # the layer's table: concept neurons first (by purity), then token detectors, a neuron's word count shown
+    assert '| neuron | freq | max | tok H | concept | purity | words | sem H |' in report
+    rows = [line.split(' | ') for line in report.splitlines() if line.startswith('| 0:')]
+    order = [(int(cells[6]) < 3, -float(cells[5])) for cells in rows]  # (a token detector, -purity)
+    assert order == sorted(order) and len(rows) == len(live) and {o[0] for o in order} == {False, True}
     # training makes neurons purer than at initialisation
     r = run('analyze.py', 'neurons', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--tokens=20000', '--ckpt=0',
             f'--report_dir={tmp_path}', f'--json={tmp_path}/n0.json')
