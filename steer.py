@@ -516,7 +516,8 @@ def plot_sweep(name, base, runs, refs=()):
     ax.set_xlabel('strength (x max activation on val)')
     ax.set_ylabel('concept rate', color='tab:blue')
     ax2.axhline(base['ppl'], color='tab:red', ls=':')
-    ax2.set_ylabel('perplexity under the unsteered model', color='tab:red')
+    ax2.set_yscale('log')  # past the cliff perplexity runs to thousands; the budget's range must stay readable
+    ax2.set_ylabel('perplexity under the unsteered model (log)', color='tab:red')
     ax.set_title(f"{name}: steering {' or '.join(tried)}")
     for a, where in ((ax, 'upper left'), (ax2, 'upper center')):
         a.legend(loc=where, fontsize=7)
