@@ -62,7 +62,7 @@ class _TopKFunction(torch.autograd.Function):
     """relu(topk(x)) scattered back into zeros, with a backward that touches only the kept entries.
     Autograd's own graph for topk + relu + scatter builds and scatters a full-width gradient twice.
     On CPU, where torch.topk's partial sort is most of the cost, numpy's introselect finds each
-    row's k-th largest value 4-5x faster and a mask keeps the entries at or above it (README, "The model
+    row's k-th largest value 3-5x faster and a mask keeps the entries at or above it (README, "The model
     and its hooks"; bench.py times the whole layer)."""
 
     @staticmethod
