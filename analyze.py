@@ -416,7 +416,8 @@ def cmd_neurons():
                   + 'top tokens | promotes | top context |',
                   '|---|---:|---:|---:|' + ('---|---:|---:|---:|' if concepts else '') + '---|---|---|']
         alive = [r for r in rows if r['frequency'] > 0]  # a dead neuron's entropy is NaN, which breaks a sort
-        # with a lexicon the concept neurons first: purity, token detectors (fewer than min_words words) after
+        # with a lexicon, by purity: first those whose top activations span min_words of their concept's words,
+        # then token detectors and neurons with no concept
         by_purity = lambda r: (r['words'] < min_words, -(r['purity'] or 0))
         for r in sorted(alive, key=by_purity if concepts else lambda r: r['token_entropy']):
             cells = [f"{layer}:{r['index']}", f"{r['frequency']:.4f}", f"{r['max']:.2f}", f"{r['token_entropy']:.2f}"]
@@ -702,6 +703,8 @@ if __name__ == '__main__':
         die(f"name one command: neurons, evolution or layers; {given} (see --help)")
     if _args[0] == 'evolution' and (ckpt or neuron):
         die("evolution reads every checkpoint of the run's series: leave out --ckpt and --neuron")
+    if _args[0] == 'layers' and neuron:
+        die("--neuron shows one neuron in full with the neurons command; layers compares whole layers: leave it out")
     if ckpt and not str(ckpt).isdigit():  # a checkpoint path: its run, not --out_dir, names and holds the reports
         folder = os.path.dirname(os.path.abspath(ckpt))
         out_dir = os.path.dirname(folder) if os.path.basename(folder) == 'series' else folder

@@ -42,11 +42,12 @@ def output_file(path, key='json'):
 
 def write_json(path, obj):
     """Write obj to the JSON file path ('' = none; output_file checked it before the work). NaN (a dead
-    neuron's entropy, say) is not JSON: it becomes null; tensors and arrays become lists."""
+    neuron's entropy, say) and infinities are not JSON: they become null; tensors and arrays become lists."""
     if not path:
         return
+    text = json.dumps(_plain(obj), indent=1, allow_nan=False, default=str)  # a failure here leaves no torn file
     with open(path, 'w') as f:
-        json.dump(_plain(obj), f, indent=1, allow_nan=False, default=str)
+        f.write(text)
     print(f"wrote {path}")
 
 
@@ -57,7 +58,7 @@ def _plain(obj):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
-    return None if isinstance(obj, float) and math.isnan(obj) else obj
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def check_folder(path, key):

@@ -189,7 +189,7 @@ def word_join(words):
     The word tokenizer keeps no spacing, so an opening bracket comes back stuck to the word before it."""
     out = ''
     for w in words:
-        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] in "'’"):  # 'tis, ’tis
+        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] in "'’" and len(w) > 1):  # 'tis, ’tis; a closing quote sticks
             out += ' '
         out += w
     return out

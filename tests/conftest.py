@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny prepared dataset and a helper to run the scripts as a user would."""
+import json
 import multiprocessing
 import os
 import subprocess
@@ -11,6 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import script_runner  # noqa: E402 (tests/ is on the path: pytest puts it there)
+
+
+def strict_json(path):
+    """The file parsed as strict JSON: a bare NaN or Infinity, which json.loads accepts, fails."""
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
 
 # tiny sizes that train in seconds on a CPU
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4',

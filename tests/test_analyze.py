@@ -9,14 +9,9 @@ import pytest
 import torch
 
 import analyze
-from conftest import run
+from conftest import run, strict_json
 from model import GPT, GPTConfig, load_checkpoint, topk_layers
 from prepare import get_tokenizer, load_meta, open_split
-
-
-def strict_json(path):
-    """The file parsed as strict JSON: a bare NaN or Infinity fails."""
-    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
 
 
 def test_entropy_in_bits_of_known_distributions():
@@ -347,5 +342,7 @@ def test_a_run_without_series_or_with_a_torn_checkpoint_gets_one_clear_line(tmp_
         assert r.returncode == 2 and '--purity_threshold is a share' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'evolution', f'--out_dir={concepts_run}', '--ckpt=8')
     assert r.returncode == 2 and 'leave out --ckpt and --neuron' in r.stderr and r.stderr.count('\n') == 1
+    r = run('analyze.py', 'layers', f'--out_dir={concepts_run}', '--neuron=0:1')
+    assert r.returncode == 2 and 'with the neurons command' in r.stderr and r.stderr.count('\n') == 1
     r = run('analyze.py', 'bogus', f'--out_dir={concepts_run}')
     assert r.returncode == 2 and 'neurons, evolution or layers' in r.stderr and "not 'bogus'" in r.stderr

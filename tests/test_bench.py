@@ -1,7 +1,5 @@
 """bench.py runs on a tiny CPU config and writes its numbers; it asserts no speed."""
-import json
-
-from conftest import run
+from conftest import run, strict_json
 
 
 def test_bench_runs_on_cpu_and_writes_json(tmp_path):
@@ -11,7 +9,7 @@ def test_bench_runs_on_cpu_and_writes_json(tmp_path):
             f'--json={out}')
     assert r.returncode == 0, r.stderr
     assert 'TopK / dense step time' in r.stdout
-    numbers = json.loads(out.read_text())
+    numbers = strict_json(out)
     assert numbers['train']['dense_ms'] > 0 and numbers['train']['ratio'] > 0
     assert numbers['topk_layer']['ours_us'] > 0 and numbers['topk_layer']['speedup'] > 0
     assert set(numbers['sample']) == {'8', '20'} and numbers['analysis_tok_s'] > 0

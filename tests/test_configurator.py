@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,8 +119,10 @@ def test_json_reports_are_strict_json(tmp_path, capsys):
     """NaN (a dead neuron's entropy, steer's other tokens' -log p when every token is a concept word) is
     not JSON: every script's --json writes it as null, and tensors as lists."""
     path = tmp_path / 'r.json'
-    write_json(str(path), {'h': math.nan, 'rows': [{'x': torch.tensor([1.5, math.nan])}], 'pair': (1, 'a')})
-    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {'h': None, 'rows': [{'x': [1.5, None]}],
-                                                                       'pair': [1, 'a']}
+    write_json(str(path), {'h': math.nan, 'rows': [{'x': torch.tensor([1.5, math.nan])}], 'pair': (1, 'a'),
+                           'inf': -math.inf, 'np': [np.float32('nan'), np.int64(3)], 'zero_d': torch.tensor(2.5)})
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+        'h': None, 'rows': [{'x': [1.5, None]}], 'pair': [1, 'a'], 'inf': None, 'np': [None, 3], 'zero_d': 2.5}
     assert capsys.readouterr().out == f"wrote {path}\n"
-    write_json('', {'h': 1})  # no --json: nothing written
+    write_json('', {'h': 1})  # no --json: nothing written, nothing said
+    assert capsys.readouterr().out == ''

@@ -329,7 +329,7 @@ def test_the_checkpoint_series_skips_files_that_are_not_of_it(tmp_path):
     assert [i for i, _ in checkpoint_series(str(tmp_path))] == [2, 10]
 
 
-def test_a_numbered_cuda_device_becomes_the_current_one_and_plain_cuda_is_left_as_it_is(monkeypatch):
+def test_a_numbered_cuda_device_becomes_the_current_one_and_auto_dtype_needs_native_bf16(monkeypatch):
     """No GPU here: torch.cuda is faked. set_device needs an index, so plain 'cuda' (what auto gives) skips it."""
     chosen = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -340,6 +340,10 @@ def test_a_numbered_cuda_device_becomes_the_current_one_and_plain_cuda_is_left_a
     try:
         assert model_module.system_settings('auto', compile=False)[:3] == ('cuda', 'cuda', 'bfloat16')
         assert model_module.system_settings('cuda:1', compile=False)[0] == 'cuda:1'
+        # a V100 or T4 only emulates bf16, and is_bf16_supported() counts emulation unless told not to
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+        assert model_module.system_settings('auto', compile=False)[2] == 'float32'
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert chosen == ['cuda:1']
+

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from conftest import ROOT, run
+from conftest import ROOT, run, strict_json
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
 from steer import (add_logit_bias, concept_rate, first_order, generated_nll, promote_rank, promote_search,
@@ -251,7 +251,7 @@ def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp
                 '--value=2', '--num_samples=4', '--max_new_tokens=30', '--tokens=2000', '--show=0', f'--json={out}',
                 *[lex] * bool(lex))
         assert r.returncode == 0, r.stderr
-        result = json.loads(out.read_text())['results'][0]
+        result = strict_json(out)['results'][0]
         rates.append(result['baseline_rate'])
     assert rates[0] > 0 and rates[1] == rates[0]
     # the strength is reported as it was given: a value, not the unused --scale
@@ -265,7 +265,7 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
             '--num_samples=16', '--max_new_tokens=30', '--tokens=20000', '--show=1', f'--json={out}', '--logit_bias=4')
     assert r.returncode == 0, r.stderr
     assert 'fires on animals' in r.stdout and 'promotes animals' in r.stdout and 'unsteered | steered' in r.stdout
-    results = json.loads(out.read_text())['results']
+    results = strict_json(out)['results']
     assert len(results) == 10 and all(x['neurons'] == [x['promotes'][0]['neuron']] for x in results)  # the search's best
     ratios = [x['steered_rate'] / x['baseline_rate'] for x in results if x['baseline_rate'] > 0]
     assert max(ratios) >= 3, ratios
@@ -286,7 +286,7 @@ def test_a_sweep_writes_its_plot_and_reports_its_pick_measured_on_new_samples(co
     assert r.returncode == 0, r.stderr
     png = tmp_path / 'plots' / 'sweep_weather.png'
     assert png.stat().st_size > 0 and str(png) in r.stdout
-    result = json.loads((tmp_path / 's.json').read_text())['results'][0]
+    result = strict_json(tmp_path / 's.json')['results'][0]
     picked = next(x for x in result['sweep'] if x['scale'] == result['scale'])
     # the figures reported come from a second draw of samples, the unsteered ones and the logit bias's too
     assert result['ppl_steered'] != picked['ppl'] and result['ppl_unsteered'] != result['sweep_baseline']['ppl']
@@ -302,7 +302,7 @@ def test_several_search_scales_sweep_each_searchs_best_neuron_and_keep_the_best_
             '--show=0', f'--report_dir={tmp_path}', f'--json={out}')
     assert r.returncode == 0, r.stderr
     disagree = 0
-    for x in json.loads(out.read_text())['results']:
+    for x in strict_json(out)['results']:
         assert [s['search_scale'] for s in x['searches']] == [0.5, 4.0]
         bests = [s['promotes'][0]['neuron'] for s in x['searches']]
         swept = list(dict.fromkeys(run['neurons'][0] for run in x['sweep']))
@@ -347,7 +347,7 @@ def test_a_value_of_zero_is_a_value(concepts_run, data_dir, tmp_path):
     r = run('steer.py', f'--out_dir={concepts_run}', f'--data_dir={data_dir}', '--concept=weather', '--neuron=0:1',
             '--value=0', '--num_samples=2', '--max_new_tokens=8', '--tokens=2000', '--show=0', f'--json={tmp_path / "v.json"}')
     assert r.returncode == 0, r.stderr
-    result = json.loads((tmp_path / 'v.json').read_text())['results'][0]
+    result = strict_json(tmp_path / 'v.json')['results'][0]
     assert result['value'] == 0 and result['strength'] == [0] and result['scale'] is None  # switched off
 
 
