@@ -168,7 +168,7 @@ if __name__ == '__main__':
         mfu = {name: m.estimate_mfu(tokens, t) for name, m, t in (('dense', dense, md), ('topk', sparse, mt))}
         if mfu['dense'] is not None:
             row('MFU dense / TopK', f"{mfu['dense'] * 100:.1f}% / {mfu['topk'] * 100:.1f}%",
-                'of the card'"'"'s peak in model.PEAK_FLOPS (bf16; fp16 on a V100 or T4)')
+                "of the card's peak in model.PEAK_FLOPS (bf16; fp16 on a V100 or T4)")
             results['train'].update(mfu_dense=mfu['dense'], mfu_topk=mfu['topk'])
         else:
             row('MFU', '-', f"{torch.cuda.get_device_name()} is not in model.PEAK_FLOPS: add its bf16 peak")
