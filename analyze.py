@@ -370,7 +370,8 @@ def cmd_neurons():
                            for spec in neuron)  # checked before the pass over the data; a neuron named twice shown once
     stats = collect(model, windows, labels, len(concepts), progress=True)
     if chosen:
-        rows = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows) for layer, _ in chosen}
+        rows = {layer: neuron_rows(stats, layer, decode, concepts, promoted(model, layer), windows)
+                for layer in dict.fromkeys(l for l, _ in chosen)}  # each layer's rows once
         shown = {}  # {layer: [rows]}, as the full report's JSON holds them
         for layer, j in chosen:
             row = rows[layer][j]
