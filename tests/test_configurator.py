@@ -1,5 +1,4 @@
 """Claims of configurator.py: config files, typed --key=value overrides, one-line errors, --help."""
-import json
 import math
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 import torch
 
 from configurator import configure, write_json
+from conftest import strict_json
 
 
 def defaults():
@@ -121,7 +121,7 @@ def test_json_reports_are_strict_json(tmp_path, capsys):
     path = tmp_path / 'r.json'
     write_json(str(path), {'h': math.nan, 'rows': [{'x': torch.tensor([1.5, math.nan])}], 'pair': (1, 'a'),
                            'inf': -math.inf, 'np': [np.float32('nan'), np.int64(3)], 'zero_d': torch.tensor(2.5)})
-    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+    assert strict_json(path) == {
         'h': None, 'rows': [{'x': [1.5, None]}], 'pair': [1, 'a'], 'inf': None, 'np': [None, 3], 'zero_d': 2.5}
     assert capsys.readouterr().out == f"wrote {path}\n"
     write_json('', {'h': 1})  # no --json: nothing written, nothing said
