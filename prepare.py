@@ -174,6 +174,23 @@ def topic_lift(n_sentences=50000, seed=0):
             for c in NOUNS}
 
 
+def concept_ceiling(n_sentences=50000, seed=0):
+    """{concept: (s, x)}: s is the largest share of a sentence's words that the concept can take in any
+    of the templates (every slot that may hold it holding it), x is s over the concept's share of the
+    corpus. Text made only of the corpus's sentences holds the concept at most x times as densely as
+    the corpus does, and only if every sentence is that densest one; a denser steer has to put its
+    words where no template puts them."""
+    concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
+    words = [w for w in concepts_text(n_sentences, seed).split() if w.isalpha()]
+    found = {}
+    for c in LEXICON:
+        can_hold = {c, 'noun' if c in NOUNS else 'adj' if c in ADJECTIVES else c}
+        s = max(sum(slot in can_hold for slot in re.findall(r'\{(\w+)\}', t)) / sum(w not in ',.' for w in t.split())
+                for t in TEMPLATES)
+        found[c] = (round(s, 3), round(s * len(words) / sum(concept_of.get(w) == c for w in words), 2))
+    return found
+
+
 # ----------------------------------------------------------------------------- tokenizers
 
 WORD = r"(?:[^\W_]|['’])+"  # a word: letters of any alphabet, digits, straight or curly apostrophes

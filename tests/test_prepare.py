@@ -2,6 +2,7 @@
 corpus is reproducible and matches its lexicon, batches are next-token pairs."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from conftest import run
-from prepare import (FILLER_WORDS, LEXICON, concepts_text, get_batch, get_tokenizer, load_meta, open_split, topic_lift,
-                     word_join, word_split)
+from prepare import (FILLER_WORDS, LEXICON, concept_ceiling, concepts_text, get_batch, get_tokenizer, load_meta,
+                     open_split, topic_lift, word_join, word_split)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 20
 
@@ -184,6 +185,18 @@ def test_concepts_lines_carry_a_topic_that_bounds_fluent_steering():
     assert len(topics) == text.count('\n')  # one topic per line
     lift = topic_lift(20000)
     assert all(2 < x < 5 for x in lift.values()), lift  # a topic's words are 2-5x denser in its lines
+
+
+def test_no_sentence_of_the_corpus_holds_a_concept_more_densely_than_its_ceiling():
+    ceiling = concept_ceiling(5000)
+    concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
+    densest = dict.fromkeys(LEXICON, 0)
+    for sentence in re.split(r' \.\s*', concepts_text(5000, seed=5)):
+        words = [w for w in sentence.split() if w.isalpha()]
+        for c in LEXICON:
+            densest[c] = max(densest[c], sum(concept_of.get(w) == c for w in words) / max(1, len(words)))
+    assert {c: round(d, 3) for c, d in densest.items()} == {c: s for c, (s, _) in ceiling.items()}  # reached, never passed
+    assert ceiling['numbers'] == (0.143, pytest.approx(5.4, abs=0.2))  # 'they waited {numbers} hours for the {noun} .'
 
 
 def test_batches_are_inputs_and_their_next_tokens():
