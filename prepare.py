@@ -176,19 +176,22 @@ def topic_lift(n_sentences=50000, seed=0):
 
 def concept_ceiling(n_sentences=50000, seed=0):
     """{concept: (s, x)}: s is the largest share of a sentence's words that the concept can take in any
-    of the templates (every slot that may hold it holding it), x is s over the concept's share of the
-    corpus. Text made only of the corpus's sentences holds the concept at most x times as densely as
-    the corpus does, and only if every sentence is that densest one; a denser steer has to put its
-    words where no template puts them."""
+    of the templates (every slot that may hold it holding it), x is s over the concept's share of a
+    sample of the corpus. Text made only of the corpus's whole sentences holds the concept at most x
+    times as densely as the corpus does, and only if every sentence is that densest one; a denser steer
+    has to put its words where no template puts them."""
     concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
     words = [w for w in concepts_text(n_sentences, seed).split() if w.isalpha()]
-    found = {}
+    ceiling = {}
     for c in LEXICON:
-        can_hold = {c, 'noun' if c in NOUNS else 'adj' if c in ADJECTIVES else c}
-        s = max(sum(slot in can_hold for slot in re.findall(r'\{(\w+)\}', t)) / sum(w not in ',.' for w in t.split())
+        # concepts_text fills a {noun} slot with any NOUNS concept, an {adj} slot with any ADJECTIVES one
+        slots = {c, 'noun'} if c in NOUNS else {c, 'adj'} if c in ADJECTIVES else {c}
+        s = max(sum(m in slots for m in re.findall(r'\{(\w+)\}', t))
+                / sum(w not in (',', '.') for w in t.split())  # its words, as isalpha counts them once filled
                 for t in TEMPLATES)
-        found[c] = (round(s, 3), round(s * len(words) / sum(concept_of.get(w) == c for w in words), 2))
-    return found
+        share = sum(concept_of.get(w) == c for w in words) / len(words)
+        ceiling[c] = (round(s, 3), round(s / share, 2))
+    return ceiling
 
 
 # ----------------------------------------------------------------------------- tokenizers
