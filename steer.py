@@ -32,7 +32,9 @@ difference between the two is the neuron; concept words are *marked* in the outp
 rate is the share of generated words (letters, digits and apostrophes, lowercased, out of quotes; a possessive
 's counts as its word) that are concept words; the fluency cost is the perplexity of the generated tokens under
 the unsteered model, each with the context it was generated from, and the other tokens' -log p is their
-mean over the tokens that are not the concept's: how hard the text around its words became. A --sweep
+mean over the tokens that are not the concept's: how hard the text around its words became. Distinct
+bigrams (the share of distinct word pairs) show variety, which perplexity misses: it can fall for text
+that repeats one likely sentence. A --sweep
 picks the strength with the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
 again on a second draw (seed + 1), within the budget only if it was on both: a best of ten noisy
 rates is otherwise lucky. --logit_bias adds a reference with no neuron: a constant added to the
@@ -254,6 +256,15 @@ def concept_rate(texts, concept_words):
     return sum(is_concept(w, concept_words) for w in found) / max(1, len(found))
 
 
+def distinct_bigrams(texts):
+    """The share of the word pairs in texts (within a sample, lowercased) that are distinct: distinct-2 of
+    Li et al. 2016. Perplexity under the unsteered model can fall for text that repeats one likely
+    sentence, so a steer is also checked for variety: a drop here flags a steer that writes the same
+    words over and over. It is compared between equal numbers of samples of equal length."""
+    pairs = [p for t in texts for w in [RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t).lower())] for p in zip(w, w[1:])]
+    return len(set(pairs)) / max(1, len(pairs))
+
+
 def scored(r, concept_words, ids):
     """A measured run with its concept rate, and the mean -log p under the unsteered model of its tokens
     that are not the concept's (ids; a word split into several tokens and other concepts' words count
@@ -294,7 +305,8 @@ def measure(model, prompt, neurons, decode, bias=None, draw=0):
     seqs = sample_steered(model, prompt, neurons, bias, draw)
     P = prompt.size(1)
     nll = generated_nll(model, seqs, P)  # (n, new tokens); hooks are off: the unsteered model judges fluency
-    return dict(ppl=math.exp(nll.mean().item()), texts=[decode(s[P:].tolist()) for s in seqs], tokens=seqs[:, P:], nll=nll)
+    texts = [decode(s[P:].tolist()) for s in seqs]
+    return dict(ppl=math.exp(nll.mean().item()), distinct=distinct_bigrams(texts), texts=texts, tokens=seqs[:, P:], nll=nll)
 
 
 # ----------------------------------------------------------------------------- output
@@ -377,7 +389,8 @@ def report_runs(runs, base, key, concept_words):
         times = f" ({r['rate'] / base['rate']:.1f}x)" if base['rate'] else ''
         rate = (f"concept rate {base['rate']:.3f} -> {r['rate']:.3f}{times}, "
                 f"the other tokens' -log p {base['other_nll']:.2f} -> {r['other_nll']:.2f}, " if concept_words else '')
-        print(f"  {key} {r[key]:>4g}: {rate}perplexity {base['ppl']:.2f} -> {r['ppl']:.2f} ({r['ppl'] / base['ppl']:.2f}x"
+        print(f"  {key} {r[key]:>4g}: {rate}distinct bigrams {base['distinct']:.2f} -> {r['distinct']:.2f}, "
+              f"perplexity {base['ppl']:.2f} -> {r['ppl']:.2f} ({r['ppl'] / base['ppl']:.2f}x"
               + (')' if w else f", over the {max_ppl_ratio:g}x budget)")
               + ('   <- best within the perplexity budget' if r is best and ok and len(runs) > 1 else ''))
     if len(runs) > 1 and not ok:
@@ -468,8 +481,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
                   scale=best['scale'], value=best['value'], within_budget=within, baseline_rate=unsteered['rate'],
                   steered_rate=picked['rate'], ppl_unsteered=unsteered['ppl'], ppl_steered=picked['ppl'],
                   other_nll_unsteered=unsteered['other_nll'], other_nll_steered=picked['other_nll'],
-                  sweep=without_samples(runs),
-                  sweep_baseline=dict(rate=base['rate'], ppl=base['ppl'], other_nll=base['other_nll']),
+                  distinct_unsteered=unsteered['distinct'], distinct_steered=picked['distinct'], sweep=without_samples(runs),
+                  sweep_baseline=dict(rate=base['rate'], ppl=base['ppl'], other_nll=base['other_nll'], distinct=base['distinct']),
                   samples=dict(unsteered=unsteered['texts'][:show], steered=picked['texts'][:show]))
     refs = []
     if logit_bias and not len(ids):
@@ -483,7 +496,8 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
             best_ref, ok_ref = measure_again(lambda: run(bias=(ids, best_ref['bias']), draw=1), best_ref, ok_ref, base1,
                                              'bias', concept_words)
         result['logit_bias'] = dict(bias=best_ref['bias'], within_budget=ok_ref, rate=best_ref['rate'],
-                                    ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], sweep=without_samples(refs))
+                                    ppl=best_ref['ppl'], other_nll=best_ref['other_nll'], distinct=best_ref['distinct'],
+                                    sweep=without_samples(refs))
     if sweep:
         plot_sweep(name, base, runs, refs)
     return result
@@ -672,16 +686,17 @@ def summary(results):
         b = r['sweep_baseline']
         return f" {run['rate'] / b['rate']:.1f}x |" if b['rate'] else ' no baseline |'
     print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered |"
-          " the other tokens' -log p | scale |"
+          " the other tokens' -log p | distinct bigrams | scale |"
           + (" ratio on the draw it was picked on |" if sweep else '') + " the index that wins in most TopK layers |"
           + (" logit-bias reference: ratio (perplexity), the other tokens' -log p |" if ref else ''))
-    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
     for r in results:
         found_at = f" ({r['search_scale']:g}x search)" if 'searches' in r else ''  # several searches: which found it
         row = (f"| {r['concept']} | {', '.join(r['neurons'])}{found_at} | {r['baseline_rate']:.3f} | {r['steered_rate']:.3f} | "
                f"{ratio(r['steered_rate'], r)} | {r['ppl_unsteered']:.2f} -> {r['ppl_steered']:.2f} "
                f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['other_nll_unsteered']:.2f} -> {r['other_nll_steered']:.2f} | "
-               f"{strength_of(r)} |" + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
+               f"{r['distinct_unsteered']:.2f} -> {r['distinct_steered']:.2f} | {strength_of(r)} |"
+               + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
         if ref:
             b = r['logit_bias']
             row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, {b['other_nll']:.2f} |"

@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT, run, strict_json
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
-from steer import (add_logit_bias, concept_rate, first_order, generated_nll, promote_rank, promote_search,
-                   report_runs, sample_steered, site_defaults, steer)
+from steer import (add_logit_bias, concept_rate, distinct_bigrams, first_order, generated_nll, promote_rank,
+                   promote_search, report_runs, sample_steered, site_defaults, steer)
 
 
 def tiny():
@@ -148,8 +148,8 @@ def test_unsteered_and_steered_samples_share_their_seeds(monkeypatch):
 
 def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch, capsys):
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
-    base = dict(rate=0.02, ppl=3.0, other_nll=1.0)
-    runs = [dict(scale=s, rate=r, ppl=p, other_nll=1.2) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 6.0), (1.0, 0.30, 6.1)]]
+    base = dict(rate=0.02, ppl=3.0, other_nll=1.0, distinct=0.5)
+    runs = [dict(scale=s, rate=r, ppl=p, other_nll=1.2, distinct=0.4) for s, r, p in [(0.5, 0.05, 4.0), (0.75, 0.12, 6.0), (1.0, 0.30, 6.1)]]
     ok, best = report_runs(runs, base, 'scale', {'rain'})
     assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 6.0 is at 2 x 3.0, in; 1.0 is over
     out = capsys.readouterr().out
@@ -158,7 +158,7 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
     assert 'note: the best is the strongest scale tried' in capsys.readouterr().out
     ok, best = report_runs(runs[1:], dict(base, ppl=2.0), 'scale', {'rain'})
     assert ok == [] and best['scale'] == 0.75  # none within: the most fluent
-    twins = [dict(scale=1.0, rate=0.1, ppl=4.0, other_nll=1.2, nll=torch.ones(2, 3)) for _ in '12']  # --strengths=1,1
+    twins = [dict(scale=1.0, rate=0.1, ppl=4.0, other_nll=1.2, distinct=0.4, nll=torch.ones(2, 3)) for _ in '12']  # --strengths=1,1
     ok, best = report_runs(twins, base, 'scale', {'rain'})
     assert len(ok) == 2 and best is twins[0]
 
@@ -167,9 +167,9 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
 def test_a_pick_is_within_the_budget_only_if_it_was_on_both_draws(monkeypatch, picked_ok, ppl_again, within):
     # picked_ok False: no strength of draw 0 was within the budget, so the sweep fell back on the most fluent
     monkeypatch.setattr(steer_module, 'max_ppl_ratio', 2.0)
-    again = lambda: dict(rate=0.3, ppl=ppl_again, other_nll=1.1)
+    again = lambda: dict(rate=0.3, ppl=ppl_again, other_nll=1.1, distinct=0.4)
     r, ok = steer_module.measure_again(again, dict(scale=0.5, rate=0.4, ppl=4.0), picked_ok,
-                                       dict(rate=0.1, ppl=3.0, other_nll=1.0), 'scale', {'rain'})
+                                       dict(rate=0.1, ppl=3.0, other_nll=1.0, distinct=0.5), 'scale', {'rain'})
     assert (r['scale'], r['rate'], r['ppl']) == (0.5, 0.3, ppl_again) and ok is within  # the new draw's figures
 
 
@@ -226,10 +226,20 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
     assert concept_rate(["the dog’s ‘rain’"], {'rain', 'dog'}) == pytest.approx(2 / 3)  # curly apostrophes and quotes
 
 
+def test_distinct_bigrams_falls_for_text_that_repeats_itself_and_counts_no_pair_across_samples():
+    varied = ["the dog saw a cat in the park .", "a red fox ran into the school ."]
+    assert distinct_bigrams(varied) == 1.0  # 14 pairs, none twice
+    repeated = ["ten friends sat in the car and sang . " * 4]  # 8 words over and over: 31 pairs, 8 distinct
+    assert distinct_bigrams(repeated) == pytest.approx(8 / 31)
+    assert distinct_bigrams(["rain snow", "Rain Snow"]) == 0.5  # lowercased; 'snow rain' spans two samples: no pair
+    assert distinct_bigrams(["rain", ""]) == 0.0  # no pair at all
+
+
 def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monkeypatch):
     monkeypatch.setattr(steer_module, 'sweep', True)
     row = dict(concept='zoo', neurons=['0:1'], baseline_rate=0.0, steered_rate=0.0, ppl_unsteered=3.0,
-               ppl_steered=3.0, other_nll_unsteered=1.2, other_nll_steered=1.3, scale=1.0, within_budget=True,
+               ppl_steered=3.0, other_nll_unsteered=1.2, other_nll_steered=1.3, distinct_unsteered=0.61,
+               distinct_steered=0.2, scale=1.0, within_budget=True,
                sweep=[dict(neurons=['0:1'], scale=1.0, rate=0.0)],
                sweep_baseline=dict(rate=0.0, ppl=3.0))
     steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, steered_rate=0.06,
@@ -237,8 +247,8 @@ def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monke
                                     sweep=[dict(neurons=['0:2'], scale=1.0, rate=0.5), dict(neurons=['0:1'], scale=1.0, rate=0.07)],
                                     sweep_baseline=dict(rate=0.01, ppl=3.1))])
     out = capsys.readouterr().out
-    # the other tokens' -log p, the scale, then the ratio picked on
-    assert '1/2 concepts' in out and '(1.00x) | 1.20 -> 1.30 | 1 | 7.0x | 58: 2 of 3 layers |' in out
+    # the other tokens' -log p, the distinct bigrams, the scale, then the ratio picked on
+    assert '1/2 concepts' in out and '(1.00x) | 1.20 -> 1.30 | 0.61 -> 0.20 | 1 | 7.0x | 58: 2 of 3 layers |' in out
 
 
 def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp_path):
@@ -270,7 +280,8 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
     ratios = [x['steered_rate'] / x['baseline_rate'] for x in results if x['baseline_rate'] > 0]
     assert max(ratios) >= 3, ratios
     assert all(set(x) >= {'concept', 'neurons', 'strength', 'baseline_rate', 'steered_rate', 'ppl_unsteered',
-                          'ppl_steered', 'other_nll_unsteered', 'other_nll_steered', 'fires_on', 'promotes',
+                          'ppl_steered', 'other_nll_unsteered', 'other_nll_steered', 'distinct_unsteered',
+                          'distinct_steered', 'fires_on', 'promotes',
                           'logit_bias'} for x in results)
     assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 on the logits favours every concept
     for x in results:  # fires on: analyze.py's concept neurons (3 words or more) first, each group by purity
@@ -332,7 +343,7 @@ def test_several_searches_measure_the_kept_neuron_again_not_the_first_searchs(mo
     def measure(model, prompt, neurons, decode, bias=None, draw=0):  # 0:2 at 1x its max writes the most rain
         calls.append((neurons, draw))
         text = 'rain rain sun' if neurons == {(0, 2): 4.0} else 'rain sun sun'
-        return dict(ppl=3.0, texts=[text], tokens=torch.tensor([[1, 1]]), nll=torch.ones(1, 2))
+        return dict(ppl=3.0, distinct=1.0, texts=[text], tokens=torch.tensor([[1, 1]]), nll=torch.ones(1, 2))
     monkeypatch.setattr(steer_module, 'measure', measure)
     stats = {0: dict(max=torch.tensor([1.0, 2.0, 4.0]))}
     bases = [measure(None, None, None, None, draw=d) for d in (0, 1)]
