@@ -688,7 +688,7 @@ def summary(results):
     print("\n| concept | neuron | baseline rate | steered rate | ratio | perplexity unsteered -> steered |"
           " the other tokens' -log p | distinct bigrams | scale |"
           + (" ratio on the draw it was picked on |" if sweep else '') + " the index that wins in most TopK layers |"
-          + (" logit-bias reference: ratio (perplexity), the other tokens' -log p |" if ref else ''))
+          + (" logit-bias reference: ratio (perplexity), the other tokens' -log p, distinct bigrams |" if ref else ''))
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if sweep else '') + "---|" + ("---:|" if ref else ''))
     for r in results:
         found_at = f" ({r['search_scale']:g}x search)" if 'searches' in r else ''  # several searches: which found it
@@ -699,7 +699,7 @@ def summary(results):
                + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
         if ref:
             b = r['logit_bias']
-            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, {b['other_nll']:.2f} |"
+            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, {b['other_nll']:.2f}, {b['distinct']:.2f} |"
         print(row)
 
     def passed(rate, within_budget, r):  # a concept never seen unsteered has no ratio to reach

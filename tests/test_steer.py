@@ -284,6 +284,8 @@ def test_forcing_the_best_promotes_neuron_raises_its_concept(concepts_run, data_
                           'distinct_steered', 'fires_on', 'promotes',
                           'logit_bias'} for x in results)
     assert all(x['logit_bias']['rate'] > x['baseline_rate'] for x in results)  # +4 on the logits favours every concept
+    assert all(0 < x[k] <= 1 for x in results for k in ('distinct_unsteered', 'distinct_steered'))
+    assert all(0 < x['logit_bias']['distinct'] <= 1 for x in results)
     for x in results:  # fires on: analyze.py's concept neurons (3 words or more) first, each group by purity
         keys = [(f['words'] >= 3, f['purity']) for f in x['fires_on']]
         assert keys == sorted(keys, reverse=True), keys
