@@ -34,10 +34,10 @@ rate is the share of generated words (letters, digits and apostrophes, lowercase
 the unsteered model, each with the context it was generated from, and the other tokens' -log p is their
 mean over the tokens that are not the concept's: how hard the text around its words became. Distinct
 bigrams (the share of distinct word pairs) show variety, which perplexity misses: it can fall for text
-that repeats one likely sentence. A --sweep
-picks the strength with the highest rate within --max_ppl_ratio on one draw of samples and reports that strength measured
-again on a second draw (seed + 1), within the budget only if it was on both: a best of ten noisy
-rates is otherwise lucky. --logit_bias adds a reference with no neuron: a constant added to the
+that repeats one likely sentence. A --sweep picks the strength with the highest rate within
+--max_ppl_ratio on one draw of samples and reports that strength measured again on a second draw
+(seed + 1), within the budget only if it was on both: a best of ten noisy rates is otherwise lucky.
+--logit_bias adds a reference with no neuron: a constant added to the
 logits of the concept's tokens while sampling. No other logit changes, so it shows how far
 favouring the concept alone gets within the same perplexity budget; a neuron also moves other
 tokens and everything computed after it.
@@ -257,11 +257,15 @@ def concept_rate(texts, concept_words):
 
 
 def distinct_bigrams(texts):
-    """The share of the word pairs in texts (within a sample, lowercased) that are distinct: distinct-2 of
-    Li et al. 2016. Perplexity under the unsteered model can fall for text that repeats one likely
-    sentence, so a steer is also checked for variety: a drop here flags a steer that writes the same
-    words over and over. It is compared between equal numbers of samples of equal length."""
-    pairs = [p for t in texts for w in [RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t).lower())] for p in zip(w, w[1:])]
+    """The share of distinct word pairs over all of texts (lowercased; a pair never spans two samples): the
+    distinct-2 of Li et al. 2016 as usually computed. Perplexity under the unsteered model can fall for
+    text that repeats one likely sentence, so a steer is also checked for variety: this falls both for a
+    sample that repeats itself and for samples that repeat each other. It also falls as samples are added
+    or lengthened, so it compares runs of the same --num_samples and --max_new_tokens only."""
+    pairs = []
+    for t in texts:
+        w = RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t).lower())
+        pairs += zip(w, w[1:])
     return len(set(pairs)) / max(1, len(pairs))
 
 
@@ -699,7 +703,8 @@ def summary(results):
                + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
         if ref:
             b = r['logit_bias']
-            row += f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, {b['other_nll']:.2f}, {b['distinct']:.2f} |"
+            row += (f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, "
+                    f"{b['other_nll']:.2f}, {b['distinct']:.2f} |")
         print(row)
 
     def passed(rate, within_budget, r):  # a concept never seen unsteered has no ratio to reach

@@ -153,7 +153,7 @@ def test_a_sweep_picks_the_highest_rate_within_the_perplexity_budget(monkeypatch
     ok, best = report_runs(runs, base, 'scale', {'rain'})
     assert [r['scale'] for r in ok] == [0.5, 0.75] and best['scale'] == 0.75  # 6.0 is at 2 x 3.0, in; 1.0 is over
     out = capsys.readouterr().out
-    assert 'over the 2x budget' in out and 'the strongest scale tried' not in out
+    assert 'over the 2x budget' in out and 'the strongest scale tried' not in out and 'distinct bigrams 0.50 -> 0.40' in out
     report_runs(runs[:2], base, 'scale', {'rain'})  # the best is the last strength: the grid may stop short
     assert 'note: the best is the strongest scale tried' in capsys.readouterr().out
     ok, best = report_runs(runs[1:], dict(base, ppl=2.0), 'scale', {'rain'})
@@ -228,10 +228,11 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
 
 def test_distinct_bigrams_falls_for_text_that_repeats_itself_and_counts_no_pair_across_samples():
     varied = ["the dog saw a cat in the park .", "a red fox ran into the school ."]
-    assert distinct_bigrams(varied) == 1.0  # 14 pairs, none twice
+    assert distinct_bigrams(varied) == 1.0  # 13 pairs ('.' is not a word), none twice
     repeated = ["ten friends sat in the car and sang . " * 4]  # 8 words over and over: 31 pairs, 8 distinct
     assert distinct_bigrams(repeated) == pytest.approx(8 / 31)
     assert distinct_bigrams(["rain snow", "Rain Snow"]) == 0.5  # lowercased; 'snow rain' spans two samples: no pair
+    assert distinct_bigrams(["rain snow<|endoftext|>rain snow"]) == pytest.approx(2 / 3)  # the separator is no word
     assert distinct_bigrams(["rain", ""]) == 0.0  # no pair at all
 
 
