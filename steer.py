@@ -37,10 +37,9 @@ bigrams (the share of distinct word pairs) show variety, which perplexity misses
 that repeats one likely sentence. A --sweep picks the strength with the highest rate within
 --max_ppl_ratio on one draw of samples and reports that strength measured again on a second draw
 (seed + 1), within the budget only if it was on both: a best of ten noisy rates is otherwise lucky.
---logit_bias adds a reference with no neuron: a constant added to the
-logits of the concept's tokens while sampling. No other logit changes, so it shows how far
-favouring the concept alone gets within the same perplexity budget; a neuron also moves other
-tokens and everything computed after it.
+--logit_bias adds a reference with no neuron: a constant added to the logits of the concept's tokens
+while sampling. No other logit changes, so it shows how far favouring the concept alone gets within
+the same perplexity budget; a neuron also moves other tokens and everything computed after it.
 """
 
 import math
