@@ -25,6 +25,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+from collections import Counter
 
 import numpy as np
 import torch
@@ -70,6 +71,8 @@ LEXICON = {
     'vehicles': ['car', 'boat', 'train', 'bus', 'bicycle', 'truck', 'ship', 'cart', 'plane', 'wagon'],
     'clothes': ['hat', 'coat', 'scarf', 'dress', 'shirt', 'jacket', 'cap', 'cloak', 'sweater', 'apron'],
 }
+CONCEPT_OF = {w: c for c, ws in LEXICON.items() for w in ws}  # word -> its concept
+
 # simple sentences; a {slot} is filled with a random word of that concept. In the first twenty the
 # words before a slot predict its concept ("wore a {colours} {clothes}"), so a model learns to *say*
 # a concept next as well as to *recognise* one. In the last ten a {noun} or {adj} slot takes a word
@@ -165,11 +168,10 @@ def topic_lift(n_sentences=50000, seed=0):
     topic's rate about this much; more needs its words in slots that the context gives to others."""
     topics = []
     lines = concepts_text(n_sentences, seed, topics=topics).splitlines()
-    concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
 
     def rate(c, which):  # share of the words of those lines that are words of c
         words = [w for i in which for w in lines[i].split() if w.isalpha()]
-        return sum(concept_of.get(w) == c for w in words) / len(words)
+        return sum(CONCEPT_OF.get(w) == c for w in words) / len(words)
     return {c: round(rate(c, [i for i, t in enumerate(topics) if t == c]) / rate(c, range(len(lines))), 2)
             for c in NOUNS}
 
@@ -180,8 +182,8 @@ def concept_ceiling(n_sentences=50000, seed=0):
     sample of the corpus. Text made only of the corpus's whole sentences holds the concept at most x
     times as densely as the corpus does, and only if every sentence is that densest one; a denser steer
     has to put its words where no template puts them."""
-    concept_of = {w: c for c, ws in LEXICON.items() for w in ws}
     words = [w for w in concepts_text(n_sentences, seed).split() if w.isalpha()]
+    counts = Counter(CONCEPT_OF.get(w) for w in words)  # words of each concept (None: no concept's)
     ceiling = {}
     for c in LEXICON:
         # concepts_text fills a {noun} slot with any NOUNS concept, an {adj} slot with any ADJECTIVES one
@@ -189,8 +191,7 @@ def concept_ceiling(n_sentences=50000, seed=0):
         s = max(sum(m in slots for m in re.findall(r'\{(\w+)\}', t))
                 / sum(w not in (',', '.') for w in t.split())  # its words, as isalpha counts them once filled
                 for t in TEMPLATES)
-        share = sum(concept_of.get(w) == c for w in words) / len(words)
-        ceiling[c] = (round(s, 3), round(s / share, 2))
+        ceiling[c] = (round(s, 3), round(s * len(words) / counts[c], 2))
     return ceiling
 
 

@@ -250,8 +250,13 @@ def is_concept(word, concept_words):
     return w in concept_words or (w.endswith("'s") and w[:-2] in concept_words)
 
 
+def rate_words(text):
+    """The words of a generated text, as the concept rate and the distinct bigrams count them."""
+    return RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', text))
+
+
 def concept_rate(texts, concept_words):
-    found = [w for t in texts for w in RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t))]
+    found = [w for t in texts for w in rate_words(t)]
     return sum(is_concept(w, concept_words) for w in found) / max(1, len(found))
 
 
@@ -263,7 +268,7 @@ def distinct_bigrams(texts):
     or lengthened, so it compares runs of the same --num_samples and --max_new_tokens only."""
     pairs = []
     for t in texts:
-        w = RATE_WORD_RE.findall(SPECIAL_RE.sub(' ', t).lower())
+        w = rate_words(t.lower())
         pairs += zip(w, w[1:])
     return len(set(pairs)) / max(1, len(pairs))
 

@@ -346,4 +346,3 @@ def test_a_numbered_cuda_device_becomes_the_current_one_and_auto_dtype_needs_nat
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert chosen == ['cuda:1']
-
