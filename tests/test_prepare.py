@@ -90,6 +90,16 @@ def test_a_concepts_dataset_of_other_settings_is_not_taken_for_the_one_asked(tmp
     assert r.returncode == 0 and 'already exists' in r.stdout
     r = run('prepare.py', 'concepts', '--seed=1', f'--data_dir={tmp_path}')
     assert r.returncode == 2 and 'holds word tokens of concepts (seed 1337' in r.stderr and r.stderr.count('\n') == 1
+    for other, said in (('--concept_sentences=400', '--concept_sentences=300, not 400'),
+                        ('--val_fraction=0.2', '--val_fraction=0.1, not 0.2')):  # the size and the split too
+        r = run('prepare.py', 'concepts', '--concept_sentences=300', other, f'--data_dir={tmp_path}')
+        assert r.returncode == 2 and said in r.stderr and r.stderr.count('\n') == 1
+    meta = load_meta('concepts', str(tmp_path))
+    assert (meta['concept_sentences'], meta['val_fraction']) == (300, 0.1)
+    del meta['concept_sentences']  # a dataset from before these were recorded is still taken
+    (tmp_path / 'concepts' / 'meta.json').write_text(json.dumps(meta))
+    r = run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={tmp_path}')
+    assert r.returncode == 0 and 'already exists' in r.stdout
 
 
 def test_a_torn_or_unreadable_dataset_says_to_prepare_it_again(tmp_path):
