@@ -485,6 +485,10 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
                          f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device_type == 'mps' and not torch.backends.mps.is_available():
         raise ValueError("device mps asked for, but this torch has no usable MPS backend: use --device=cpu")
+    if device_type == 'cuda' and device != 'cuda':
+        # cuda:N becomes the current GPU: synchronize, the bf16 check below, the card's name and its
+        # peak FLOPs are then of this GPU
+        torch.cuda.set_device(device)
     if dtype == 'auto':
         # native bf16 only (Ampere and later): a V100 or T4 only emulates it, with no bf16 tensor cores
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else 'float32'
@@ -500,8 +504,6 @@ def system_settings(device='auto', dtype='auto', compile='auto', threads=0):
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if device != 'cuda':  # cuda:N: synchronize, the card's name and its peak FLOPs are then of this GPU
-            torch.cuda.set_device(device)
     if device_type == 'cpu':
         keep_freed_memory()
     autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else contextlib.nullcontext()

@@ -340,6 +340,10 @@ def test_a_numbered_cuda_device_becomes_the_current_one_and_auto_dtype_needs_nat
     try:
         assert model_module.system_settings('auto', compile=False)[:3] == ('cuda', 'cuda', 'bfloat16')
         assert model_module.system_settings('cuda:1', compile=False)[0] == 'cuda:1'
+        # the bf16 check reads the current GPU: cuda:1 must be it by then (here only cuda:1 has bf16)
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda **k: chosen[-1:] == ['cuda:1'])
+        chosen.clear()
+        assert model_module.system_settings('cuda:1', compile=False)[2] == 'bfloat16'
         # a V100 or T4 only emulates bf16, and is_bf16_supported() counts emulation unless told not to
         monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
         assert model_module.system_settings('auto', compile=False)[2] == 'float32'
