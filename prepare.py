@@ -205,12 +205,17 @@ def word_split(text):
     return WORD_RE.findall(text)
 
 
+OPENERS = '([{‘“'  # punctuation that opens: a space before it, none after (a straight " could do either)
+
+
 def word_join(words):
-    """Rejoin word_split's pieces: a space before each word, none before punctuation or around newlines.
-    The word tokenizer keeps no spacing, so an opening bracket comes back stuck to the word before it."""
+    """Rejoin word_split's pieces: a space before each word and each opening bracket or curly quote, none
+    before other punctuation, after an opener or around newlines. The word tokenizer keeps no spacing, so
+    this is a guess: a dash or a straight quote sticks to the word before it (a - "b" comes back a-" b")."""
     out = ''
     for w in words:
-        if out and not out.endswith('\n') and w != '\n' and (w[0].isalnum() or w[0] in "'’" and len(w) > 1):  # 'tis, ’tis; a closing quote sticks
+        if (out and out[-1] not in '\n' + OPENERS and w != '\n'
+                and (w[0].isalnum() or w in OPENERS or w[0] in "'’" and len(w) > 1)):  # 'tis, ’tis; a closing ’ sticks
             out += ' '
         out += w
     return out

@@ -53,8 +53,8 @@ def test_word_tokens_rejoin_into_the_text():
     assert word_join(word_split(text)) == text
     assert word_join(word_split("the café, it’s naïve.\n")) == "the café, it’s naïve.\n"  # e-book text is not ASCII
     assert word_join(word_split("and ’tis so, and 'tis so")) == "and ’tis so, and 'tis so"  # either apostrophe starts a word
-    assert word_join(word_split("said ‘rain.’ and left")) == "said‘ rain.’ and left"  # a closing quote sticks; the
-    # opening one is punctuation like any other, and the word tokenizer keeps no spacing to put it back
+    assert word_join(word_split("said ‘rain.’ and (so) “left”")) == "said ‘rain.’ and (so) “left”"  # openers, closers
+    assert word_join(word_split('a - "b"')) == 'a-" b"'  # the tokenizer keeps no spacing: the rest is a guess
 
 
 def test_a_prompt_outside_the_vocabulary_names_the_unknown_symbols():
