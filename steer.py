@@ -102,7 +102,8 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-RATE_WORD_RE = re.compile(WORD)  # a word of the concept rate: a word as the word tokenizer splits it
+# a word of the concept rate: a word as the word tokenizer splits it, with a letter or digit (a lone ' is a quote)
+RATE_WORD_RE = re.compile(rf"(?=['’]*[^\W_]){WORD}")
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
 
@@ -164,6 +165,7 @@ def promote_search(model, x, y, concept_ids, strength):
     for layer, site in topk_layers(model).items():
         width = len(strength[layer])
         cand = torch.arange(width) if width <= candidates else first_order(model, x, y, concept_ids, layer, strength[layer])
+        cand = cand[strength[layer][cand] > 0]  # a neuron that never fired on val data has no strength to force
         delta, moved = torch.full((width,), -math.inf), torch.full((width,), math.inf)
         for g0 in range(0, len(cand), G):
             js = cand[g0:g0 + G]
@@ -307,13 +309,23 @@ def sample_steered(model, prompt, neurons, bias=None, draw=0):
             h.remove()
 
 
+def new_text(decode, seq, P):
+    """The text of seq's tokens after the first P, from the start of a word the prompt leaves unfinished:
+    with a char or BPE prompt "it was r", the new tokens "ain all day" read "rain all day"."""
+    head, text = decode(seq[:P]), decode(seq)
+    if not text.startswith(head):  # a BPE prompt that ends inside a character's bytes
+        return decode(seq[P:])
+    unfinished = re.search(rf"(?:{WORD})?\Z", head).group() if RATE_WORD_RE.match(text, len(head)) else ''
+    return text[len(head) - len(unfinished):]
+
+
 def measure(model, prompt, neurons, decode, bias=None, draw=0):
     """Samples with the neurons forced (None: unsteered) or the logit bias, and their perplexity under
     the unsteered model."""
     seqs = sample_steered(model, prompt, neurons, bias, draw)
     P = prompt.size(1)
     nll = generated_nll(model, seqs, P)  # (n, new tokens); hooks are off: the unsteered model judges fluency
-    texts = [decode(s[P:].tolist()) for s in seqs]
+    texts = [new_text(decode, s.tolist(), P) for s in seqs]
     return dict(ppl=math.exp(nll.mean().item()), distinct=distinct_bigrams(texts), texts=texts, tokens=seqs[:, P:], nll=nll)
 
 

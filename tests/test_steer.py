@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT, run, strict_json
 from model import GPT, GPTConfig, topk_layers
 import steer as steer_module
-from steer import (add_logit_bias, concept_rate, distinct_bigrams, first_order, generated_nll, promote_rank,
-                   promote_search, report_runs, sample_steered, site_defaults, steer)
+from steer import (add_logit_bias, concept_rate, distinct_bigrams, first_order, generated_nll, new_text,
+                   promote_rank, promote_search, report_runs, sample_steered, site_defaults, steer)
 
 
 def tiny():
@@ -98,6 +98,8 @@ def test_the_promotes_search_is_the_exact_intervention_and_its_moved_mass_bounds
     assert torch.isclose(delta[9], p[..., ids].sum(-1).mean() - base, atol=1e-5)
     assert torch.isclose(moved[9], (p - p0).abs().sum(-1).mean() / 2, atol=1e-5)  # total variation
     assert (moved >= delta.abs() - 1e-6).all()  # a set's gain is part of the mass moved
+    strength[1][4] = 0.0  # a neuron that never fired on val data: nothing to force it at, so not ranked
+    assert promote_search(model, x, y, ids, strength)[1][1][0][4] == -math.inf
 
 
 def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monkeypatch):
@@ -227,6 +229,14 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
     assert concept_rate(["he had 2 dogs and 12 cats"], {'2', '12'}) == pytest.approx(2 / 7)  # digits are words too
     assert concept_rate(["un café, une crème_brûlée"], {'café'}) == pytest.approx(1 / 5)  # any alphabet; _ splits
     assert concept_rate(["the dog’s ‘rain’"], {'rain', 'dog'}) == pytest.approx(2 / 3)  # curly apostrophes and quotes
+    assert concept_rate(["he said ' rain '"], {'rain'}) == pytest.approx(1 / 3)  # a lone quote is not a word
+
+
+def test_a_word_the_prompt_leaves_unfinished_is_read_whole_in_the_new_text():
+    decode, encode = lambda ids: ''.join(map(chr, ids)), lambda text: list(map(ord, text))  # a char tokenizer
+    for prompt, new, read in (('it was r', 'ain all day', 'rain all day'), ('it was', ' rain', ' rain'),
+                              ('a dog\n', 'rain', 'rain'), ('', 'rain', 'rain')):
+        assert new_text(decode, encode(prompt + new), len(prompt)) == read
 
 
 def test_distinct_bigrams_falls_for_text_that_repeats_itself_and_counts_no_pair_across_samples():
