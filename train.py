@@ -186,7 +186,8 @@ if init_from == 'resume':
     for group in optimizer.param_groups:  # the loaded groups hold the old settings; those given now win
         group['betas'] = (beta1, beta2)
     optimizer.param_groups[0]['weight_decay'] = weight_decay  # the decayed group (configure_optimizers)
-    scaler.load_state_dict(checkpoint['scaler'])
+    if scaler.is_enabled() and checkpoint['scaler']:  # a float32 or bf16 run saved a disabled scaler: {}
+        scaler.load_state_dict(checkpoint['scaler'])
     # the RNG states of the moment the checkpoint was written: the same batches and dropout follow
     torch.set_rng_state(checkpoint['rng']['torch'])
     data_gen.set_state(checkpoint['rng']['data'])

@@ -246,6 +246,9 @@ def test_a_resume_takes_settings_given_again_and_survives_a_torn_metrics_line(tm
     assert [x['iter'] for x in rows(out, 'train')] == [0, 1, 2]
     r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--block_size=8', '--device=cpu')
     assert r.returncode == 2 and 'a resumed run keeps block_size 16' in r.stderr and r.stderr.count('\n') == 1
+    r = run('train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=4', '--dtype=float16', '--device=cpu',
+            '--threads=1')  # a float32 run saved a disabled loss scaler, with no state to load into float16's
+    assert r.returncode == 0 and 'float16' in r.stdout, r.stderr
 
 
 def test_a_resume_drops_series_checkpoints_from_the_stretch_it_redoes(tmp_path, data_dir):
@@ -339,6 +342,7 @@ def test_an_interval_of_zero_exits_2_with_one_line(tmp_path, data_dir):
     ('--learning_rate=1e999', '--learning_rate must be a finite number, 0 or more, not inf'),
     ('--warmup_iters=-5', '--warmup_iters must be a finite number, 0 or more'),
     ('--n_layer=-1', 'n_layer, n_head, n_embd, block_size and vocab_size must each be 1 or more'),  # not n_nontopk
+    ('--n_layer=1', 'topk=8 with n_nontopk=1 of n_layer=1 leaves no TopK layer'),  # not a dense model saved as TopK
     ('--init_from=resume', 'no checkpoint at'),
     ('--init_from=resume --overwrite=True', '--init_from=resume continues the run in --out_dir and --overwrite=True'),
     ('--beta2=1.5', '--beta1 and --beta2 must be in [0, 1)'),
