@@ -318,6 +318,8 @@ def prepare_text(out, text, recipe, extra_files=None):
         cut = line_start
     else:  # else after a space: a word cut in two would be two words the word vocabulary does not have
         cut = text.rfind(' ', line_start, cut) + 1 or cut
+    while kind == 'word' and cut > 0 and re.fullmatch(WORD, text[cut - 1:cut + 1]):  # no space near: not mid-word
+        cut -= 1
     if not 0 < cut < len(text):
         die(f"{source} ({len(text):,} characters) leaves an empty train or val split at --val_fraction="
             f"{val_fraction}: use a longer text, or a val_fraction between 0 and 1")

@@ -161,13 +161,19 @@ def test_the_val_cut_moves_to_a_line_break_only_when_one_is_near(tmp_path):
     assert os.path.getsize(tmp_path / 'x' / 'val.bin') // 2 == 1001  # the last 10%, not all but 'Title\n'
 
 
-def test_with_no_line_break_near_the_val_cut_moves_back_to_a_space(tmp_path):
+def test_with_no_line_break_near_the_val_cut_moves_back_to_a_space_or_the_start_of_a_word(tmp_path):
     # a line of words with no line break near the cut: cut mid-word, its halves would be unknown words
     (tmp_path / 'in.txt').write_text('the day came ' * 5)  # 90% of it ends in 'da|y'
     r = run('prepare.py', f'--input={tmp_path}/in.txt', '--name=x', '--tokenizer=word', f'--data_dir={tmp_path}')
     assert r.returncode == 0, r.stderr
     meta = load_meta('x', str(tmp_path))
     assert meta['vocab'] == ['came', 'day', 'the'] and meta['val_tokens'] == 2  # 'day came'
+    # and with no space either (text without spaces, like Chinese): back to where the word starts
+    (tmp_path / 'in.txt').write_text('ab cd\n' * 10 + 'efghij' * 50)  # the cut falls 240 letters into a word
+    r = run('prepare.py', f'--input={tmp_path}/in.txt', '--name=y', '--tokenizer=word', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    meta = load_meta('y', str(tmp_path))
+    assert len(meta['vocab']) == 4 and meta['val_tokens'] == 1  # the long word, whole
 
 
 def test_concepts_corpus_is_reproducible_and_uses_only_lexicon_words(data_dir):
