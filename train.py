@@ -126,6 +126,7 @@ try:
 except ValueError as e:
     die(str(e))
 vocab_id = tokenizer_id(meta)  # kept in every checkpoint, so none is trained or read with other token ids
+data_id = {k: meta.get(k) for k in ('source', 'train_tokens', 'val_tokens')}  # in resume checkpoints: which data
 train_data, val_data = open_split(dataset, 'train', data_dir), open_split(dataset, 'val', data_dir)
 if min(len(train_data), len(val_data)) <= block_size:
     die(f"dataset {dataset} has a split of {min(len(train_data), len(val_data))} tokens, too short for "
@@ -172,6 +173,11 @@ else:
     for k in ('n_layer', 'n_head', 'n_embd', 'bias', 'topk', 'n_nontopk', 'topk_site'):
         if k in given and config[k] != model_args[k]:
             print(f"note: {k}={model_args[k]} comes from the checkpoint; --{k}={config[k]} is ignored")
+    changed = [f"{k} {checkpoint['data'].get(k)!r} then, {v!r} now" for k, v in data_id.items()
+               if init_from == 'resume' and not eval_only and checkpoint.get('data', data_id).get(k) != v]
+    if changed:  # the same batches would not follow: the resumed run would not be the run continued
+        die(f"dataset {dataset} was prepared again since this run's checkpoint ({'; '.join(changed)}): prepare it "
+            f"as it was, or start a new run from it with --init_from={resume_path} --out_dir=NEW_DIR")
     if init_from == 'resume' or eval_only:  # an evaluation reports the checkpoint's own iteration
         iter_num = checkpoint.get('iter_num', 0)
     if init_from == 'resume':
@@ -348,7 +354,7 @@ while True:
         save(resume_path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                scaler=scaler.state_dict(), model_args=model_args, iter_num=iter_num,
                                val_loss=val_loss, best_val_loss=best_val_loss, config=config, rng=rng,
-                               tokenizer=vocab_id))
+                               tokenizer=vocab_id, data=data_id))
         ckpt_iter = iter_num
         t0 = time.time()  # ms/iter measures training, not evaluation
     if series and (in_series(iter_num) or iter_num == max_iters):

@@ -369,6 +369,16 @@ def test_bfloat16_on_cpu_runs_in_bfloat16(tmp_path, data_dir):
     assert losses['float32'][0] != losses['bfloat16'][0]  # autocast ran
 
 
+def test_a_run_does_not_resume_on_a_dataset_prepared_again_with_other_settings(tmp_path):
+    data, out = str(tmp_path / 'data'), str(tmp_path / 'out')
+    assert run('prepare.py', 'concepts', '--concept_sentences=300', f'--data_dir={data}').returncode == 0
+    assert train(out, data, '--max_iters=2', '--eval_interval=2').returncode == 0
+    assert run('prepare.py', 'concepts', '--concept_sentences=400', f'--data_dir={data}',
+               '--force=True').returncode == 0  # the same 168-word vocabulary, other data
+    r = run('train.py', f'--out_dir={out}', f'--data_dir={data}', '--init_from=resume', '--max_iters=4', '--device=cpu')
+    assert r.returncode == 2 and 'was prepared again since' in r.stderr and r.stderr.count('\n') == 1
+
+
 def test_a_bfloat16_run_resumes_in_bfloat16(tmp_path, data_dir):
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')  # on CPU, 'auto' would mean float32
     for out, iters in ((full, 4), (part, 2)):
