@@ -142,7 +142,7 @@ def train_patched(tmp_path, data_dir, patch, *extra):
     (tmp_path / 'patched.py').write_text(f"import runpy, sys, torch\nsys.path.insert(0, {ROOT!r})\n{patch}\n"
                                          f"runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')\n")
     return run(str(tmp_path / 'patched.py'), '--dataset=concepts', f'--data_dir={data_dir}',
-               f'--out_dir={tmp_path / "out"}', *TINY, '--topk=8', *extra)
+               f'--out_dir={tmp_path / "out"}', *TINY, '--topk=8', '--n_nontopk=1', *extra)
 
 
 def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path, data_dir):
