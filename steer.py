@@ -149,24 +149,27 @@ def parse_neurons(specs, model):
 # ----------------------------------------------------------------------------- finding neurons
 
 @torch.no_grad()
-def promote_search(model, x, y, concept_ids, strength):
-    """The unforced mean next-token probability of the concept's tokens over the contexts x (n, T), and
-    {layer: (C,) its change, (C,) the probability mass the forcing moves}, each neuron set to
-    strength[layer][j] at every position (targets y make the model return every position's logits).
-    The mass moved is the total variation between the forced and unforced next-token distributions,
-    averaged over positions: the concept's share of it says whether the neuron promotes the concept or
-    a whole class of tokens (any noun). Exact, G neurons per forward (the contexts repeated G times)."""
+def promote_search(model, x, y, concepts_ids, strength):
+    """For K concepts (concepts_ids: each one's token ids), (K,) the unforced mean next-token probability of
+    each concept's tokens over the contexts x (n, T), and {layer: (K, C) its change, (C,) the probability
+    mass the forcing moves}, each neuron set to strength[layer][j] at every position (targets y make the
+    model return every position's logits). The mass moved is the total variation between the forced and
+    unforced next-token distributions, averaged over positions: a concept's share of it says whether the
+    neuron promotes the concept or a whole class of tokens (any noun). Exact, G neurons per forward (the
+    contexts repeated G times); the forced distributions do not depend on the concept, so one pass serves all."""
     n, T = x.shape
     V = model.config.vocab_size
     p0 = F.softmax(model(x, y)[0].float(), -1)  # (n, T, V)
-    base = p0[..., concept_ids].sum(-1).mean().item()
+    mass = lambda p: torch.stack([p[..., ids].sum(-1) for ids in concepts_ids])  # (K, ...) each concept's probability
+    base = mass(p0).mean((1, 2))  # (K,)
     G = max(1, min(64, int(1e8 // (n * T * V))))  # (G*n, T, V) probabilities of ~400 MB; ~3x that at the peak
     out = {}
     for layer, site in topk_layers(model).items():
         width = len(strength[layer])
-        cand = torch.arange(width) if width <= candidates else first_order(model, x, y, concept_ids, layer, strength[layer])
+        cand = torch.arange(width) if width <= candidates else torch.cat(  # each concept's picks, forced for all
+            [first_order(model, x, y, ids, layer, strength[layer]) for ids in concepts_ids]).unique()
         cand = cand[strength[layer][cand] > 0]  # a neuron that never fired on val data has no strength to force
-        delta, moved = torch.full((width,), -math.inf), torch.full((width,), math.inf)
+        delta, moved = torch.full((len(concepts_ids), width), -math.inf), torch.full((width,), math.inf)
         for g0 in range(0, len(cand), G):
             js = cand[g0:g0 + G]
             hook = site.register_forward_hook(group_hook(js, strength[layer][js], n))
@@ -174,10 +177,10 @@ def promote_search(model, x, y, concept_ids, strength):
                 p = F.softmax(model(x.repeat(len(js), 1), y.repeat(len(js), 1))[0].float(), -1).view(len(js), n, T, V)
             finally:
                 hook.remove()
-            delta[js] = (p[..., concept_ids].sum(-1).mean((1, 2)) - base).cpu()
+            delta[:, js] = (mass(p).mean((2, 3)) - base[:, None]).cpu()
             moved[js] = (p.sub_(p0).abs_().sum(-1) / 2).mean((1, 2)).cpu()  # in place: p can be large
         out[layer] = (delta, moved)
-    return base, out
+    return base.tolist(), out
 
 
 def group_hook(js, vs, n):
@@ -347,9 +350,10 @@ def show_neurons(title, rows):
         print(f"  {r['neuron']:>7}  {r['score']}  {r['tokens']}")
 
 
-def find_neurons(model, stats, decode, ids, c, name, x, y):
-    """Both lists for concept c (its tokens: ids), printed: 'fires on', and 'promotes' for each --search_scale.
-    Returns the 'fires on' rows, and per search scale its 'promotes' rows and best neuron per layer."""
+def find_neurons(stats, decode, c, name, searched):
+    """Both lists for concept c, printed: 'fires on', and 'promotes' for each --search_scale (searched: the
+    promote_search of every concept at each scale). Returns the 'fires on' rows, and per search scale its
+    'promotes' rows and best neuron per layer."""
     fires = []
     for layer, s in stats.items():
         share = s['by_concept'][c] / s['by_concept'].sum(0).clamp(min=1e-12)
@@ -366,13 +370,13 @@ def find_neurons(model, stats, decode, ids, c, name, x, y):
                  score=f"purity {f['purity']:.2f} over {f['words']} words, mass share {f['mass_share']:.2f}")
     show_neurons(f"fires on {name} (purity of its top {analyze.top_n} activations and how many of the concept's words they "
                  f"cover, fewer than {analyze.min_words} listed last; share of its mass; its top tokens):", fire_rows)
-    return fire_rows, [search_promotes(model, stats, ids, name, x, y, sc, tokens_of) for sc in search_scale]
+    return fire_rows, [search_promotes(c, name, sc, *searched[sc], tokens_of) for sc in search_scale]
 
 
-def search_promotes(model, stats, ids, name, x, y, sc, tokens_of):
-    """The 'promotes' list for the concept's tokens ids, each neuron forced at sc x its max, printed with
-    the best neuron of each layer."""
-    base, found = promote_search(model, x, y, ids, {layer: s['max'] * sc for layer, s in stats.items()})
+def search_promotes(c, name, sc, bases, found, tokens_of):
+    """The 'promotes' list for concept c from promote_search's (bases, found) at sc x each neuron's max,
+    printed with the best neuron of each layer."""
+    base, found = bases[c], {layer: (d[c], m) for layer, (d, m) in found.items()}
     rank = {layer: promote_rank(d, m) for layer, (d, m) in found.items()}
     promotes = []
     for layer, (d, m) in found.items():
@@ -436,11 +440,11 @@ def measure_again(again, best, picked_ok, base1, key, concept_words):
     return r, picked_ok and bool(ok)
 
 
-def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_words, x, y, given_neurons):
-    """Find neurons (unless given), steer and measure one concept against the unsteered samples: bases
-    holds those of draw 0 and, for a sweep, of draw 1 (else None). Returns the JSON-able result."""
+def run_concept(model, stats, decode, prompt, bases, ids, c, name, concept_words, searched, given_neurons):
+    """Find neurons (unless given; searched: the 'promotes' search of every concept), steer and measure
+    concept c (its tokens: ids) against the unsteered samples: bases holds those of draw 0 and, for a
+    sweep, of draw 1 (else None). Returns the JSON-able result."""
     result = dict(concept=name)
-    ids = (labels == c).nonzero().squeeze(1).to(prompt.device)  # every token that decodes to a concept word
 
     def run(forced=None, bias=None, draw=0):  # samples steered by the neurons {(layer, j): value} or the bias, scored
         return scored(measure(model, prompt, forced, decode, bias, draw), concept_words, ids)
@@ -449,7 +453,7 @@ def run_concept(model, stats, decode, prompt, bases, labels, c, name, concept_wo
     if given_neurons:
         tried = [tuple(given_neurons)]
     else:
-        result['fires_on'], searches = find_neurons(model, stats, decode, ids, c, name, x, y)
+        result['fires_on'], searches = find_neurons(stats, decode, c, name, searched)
         best_of = lambda s: ((s['promotes'][0]['layer'], s['promotes'][0]['index']),)  # a set of one neuron
         tried = list(dict.fromkeys(best_of(s) for s in searches))  # two searches may find the same neuron
     max_act = {n: stats[n[0]]['max'][n[1]].item() for ns in tried for n in ns}
@@ -674,15 +678,20 @@ def main():
     # one pass over val tokens: max activations (for --scale) and the 'fires on' statistics
     windows = analyze.val_windows(dataset, tokens, model.config.block_size, where)
     stats = analyze.collect(model, windows, (labels, word), len(concepts))  # a TopK model's sites: its TopK layers
-    x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
-                     torch.Generator().manual_seed(seed), dev)
+    ids = [(labels == c).nonzero().squeeze(1).to(dev) for c in range(len(concepts))]  # the tokens of each concept
+    searched = {}  # the 'promotes' search at each --search_scale, of every concept at once
+    if not given_neurons:
+        x, y = get_batch(open_split(dataset, 'val', where), model.config.block_size, contexts,
+                         torch.Generator().manual_seed(seed), dev)
+        searched = {sc: promote_search(model, x, y, ids, {layer: s['max'] * sc for layer, s in stats.items()})
+                    for sc in search_scale}
     # the unsteered samples, shared by every concept; a sweep measures its pick again on a second draw
     bases = [measure(model, prompt, None, decode), measure(model, prompt, None, decode, draw=1) if sweep else None]
     results = []
     for c, (name, concept_words) in enumerate(concepts.items()):
         print(f"\n=== {name} ===")
-        results.append(run_concept(model, stats, decode, prompt, bases, labels, c, name, set(concept_words), x, y,
-                                   given_neurons))
+        results.append(run_concept(model, stats, decode, prompt, bases, ids[c], c, name, set(concept_words),
+                                   searched, given_neurons))
     if len(results) > 1:
         summary(results)
     write_json(json, dict(out_dir=out_dir, checkpoint=ck.get('iter_num'), results=results))

@@ -90,16 +90,26 @@ def test_the_promotes_search_is_the_exact_intervention_and_its_moved_mass_bounds
     x, y = torch.randint(0, 40, (3, 8)), torch.randint(0, 40, (3, 8))
     ids = torch.tensor([5, 6, 7])
     strength = {l: torch.full((32,), 2.0) for l in topk_layers(model)}
-    base, found = promote_search(model, x, y, ids, strength)
-    delta, moved = found[1]
+    (base,), found = promote_search(model, x, y, [ids], strength)
+    (delta,), moved = found[1]
     p0 = torch.softmax(model(x, y)[0], -1)
-    steer(model, {(1, 9): 2.0}, prompt_len=0)  # the same forcing, one neuron, through the steering hook
+    handles = steer(model, {(1, 9): 2.0}, prompt_len=0)  # the same forcing, one neuron, through the steering hook
     p = torch.softmax(model(x, y)[0], -1)
+    for h in handles:
+        h.remove()
     assert torch.isclose(delta[9], p[..., ids].sum(-1).mean() - base, atol=1e-5)
     assert torch.isclose(moved[9], (p - p0).abs().sum(-1).mean() / 2, atol=1e-5)  # total variation
     assert (moved >= delta.abs() - 1e-6).all()  # a set's gain is part of the mass moved
+    # several concepts in one search: each gets what a search of its own gives
+    other = torch.tensor([20, 30])
+    bases, both = promote_search(model, x, y, [ids, other], strength)
+    alone = promote_search(model, x, y, [other], strength)
+    assert bases == pytest.approx([base, alone[0][0]], abs=1e-6)
+    for layer, (d, m) in both.items():
+        assert torch.allclose(d, torch.stack([found[layer][0][0], alone[1][layer][0][0]]), atol=1e-6)
+        assert torch.allclose(m, found[layer][1], atol=1e-6)
     strength[1][4] = 0.0  # a neuron that never fired on val data: nothing to force it at, so not ranked
-    assert promote_search(model, x, y, ids, strength)[1][1][0][4] == -math.inf
+    assert promote_search(model, x, y, [ids], strength)[1][1][0][0, 4] == -math.inf
 
 
 def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monkeypatch):
@@ -107,10 +117,11 @@ def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monk
     x, y = torch.randint(0, 40, (4, 12)), torch.randint(0, 40, (4, 12))
     strength = {l: torch.full((32,), 3.0) for l in topk_layers(model)}
     for ids in (torch.tensor([5, 6, 7]), torch.tensor([20, 30])):
-        _, exact = promote_search(model, x, y, ids, strength)  # 32 wide, 256 candidates: every neuron forced
+        _, exact = promote_search(model, x, y, [ids], strength)  # 32 wide, 256 candidates: every neuron forced
+        exact = {layer: (d[0], m) for layer, (d, m) in exact.items()}
         monkeypatch.setattr(steer_module, 'candidates', 8)
-        _, picked = promote_search(model, x, y, ids, strength)
-        for layer, (delta, _) in picked.items():
+        _, picked = promote_search(model, x, y, [ids], strength)
+        for layer, ((delta,), _) in picked.items():
             forced = torch.isfinite(delta).nonzero().squeeze(1)
             assert sorted(forced.tolist()) == sorted(first_order(model, x, y, ids, layer, strength[layer]).tolist())
             assert len(forced) == 8 and exact[layer][0].argmax().item() in forced  # the estimate keeps the exact best
@@ -131,9 +142,9 @@ def test_the_first_order_estimate_ranks_small_pushes_as_the_exact_intervention_d
         h.remove()
     strength = {l: a + 1e-3 for l, a in seen.items()}  # (C,) each
     ids = torch.tensor([5, 6, 7])
-    _, exact = promote_search(model, x, y, ids, strength)
+    _, exact = promote_search(model, x, y, [ids], strength)
     monkeypatch.setattr(steer_module, 'candidates', 32)  # every neuron, best first
-    for layer, (delta, _) in exact.items():
+    for layer, ((delta,), _) in exact.items():
         ranked = first_order(model, x, y, ids, layer, strength[layer])
         assert ranked[:4].tolist() == delta.argsort(descending=True)[:4].tolist()
 
@@ -364,7 +375,7 @@ def test_several_searches_measure_the_kept_neuron_again_not_the_first_searchs(mo
     stats = {0: dict(max=torch.tensor([1.0, 2.0, 4.0]))}
     bases = [measure(None, None, None, None, draw=d) for d in (0, 1)]
     result = steer_module.run_concept(None, stats, lambda ids: '\n', torch.zeros(1, 1, dtype=torch.long), bases,
-                                      torch.tensor([0, 1]), 0, 'weather', {'rain'}, None, None, [])
+                                      torch.tensor([0]), 0, 'weather', {'rain'}, None, [])
     assert calls[-1] == ({(0, 2): 4.0}, 1)  # draw 1 forces the kept neuron at the kept strength
     assert result['neurons'] == ['0:2'] and result['scale'] == 1.0 and result['search_scale'] == 3.0
     assert result['steered_rate'] == pytest.approx(2 / 3) and result['within_budget']
