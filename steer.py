@@ -698,7 +698,7 @@ def main():
 
 
 def summary(results):
-    ref = all('logit_bias' in r for r in results)  # the reference column, when --logit_bias gave one
+    ref = any('logit_bias' in r for r in results)  # the reference column, when --logit_bias gave one
 
     def ratio(rate, r):
         return f"{rate / r['baseline_rate']:.1f}x" if r['baseline_rate'] else 'no baseline'
@@ -726,7 +726,9 @@ def summary(results):
                f"({r['ppl_steered'] / r['ppl_unsteered']:.2f}x) | {r['other_nll_unsteered']:.2f} -> {r['other_nll_steered']:.2f} | "
                f"{r['distinct_unsteered']:.2f} -> {r['distinct_steered']:.2f} | {strength_of(r)} |"
                + (picked_on(r) if sweep else '') + f" {same_index(r)} |")
-        if ref:
+        if ref and 'logit_bias' not in r:  # a concept with no one-token word has no reference
+            row += ' - |'
+        elif ref:
             b = r['logit_bias']
             row += (f" {ratio(b['rate'], r)} ({b['ppl'] / r['ppl_unsteered']:.2f}x) at {b['bias']:+g}, "
                     f"{b['other_nll']:.2f}, {b['distinct']:.2f} |")
@@ -737,7 +739,7 @@ def summary(results):
     n = sum(passed(r['steered_rate'], r['within_budget'], r) for r in results)
     print(f"{n}/{len(results)} concepts: steered rate >= 5x baseline within a {max_ppl_ratio:g}x perplexity cost")
     if ref:
-        n = sum(passed(r['logit_bias']['rate'], r['logit_bias']['within_budget'], r) for r in results)
+        n = sum(passed(r['logit_bias']['rate'], r['logit_bias']['within_budget'], r) for r in results if 'logit_bias' in r)
         print(f"{n}/{len(results)} with the logit-bias reference instead of a neuron")
 
 

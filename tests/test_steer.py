@@ -274,6 +274,11 @@ def test_the_summary_passes_no_concept_whose_baseline_rate_is_zero(capsys, monke
     out = capsys.readouterr().out
     # the other tokens' -log p, the distinct bigrams, the scale, then the ratio picked on
     assert '1/2 concepts' in out and '(1.00x) | 1.20 -> 1.30 | 0.61 -> 0.20 | 1 | 7.0x | 58: 2 of 3 layers |' in out
+    # a concept with no one-token word has no logit-bias reference: a dash, not the column lost for all
+    bias = dict(bias=7.0, within_budget=True, rate=0.05, ppl=4.0, other_nll=1.0, distinct=0.3)
+    steer_module.summary([row, dict(row, concept='weather', baseline_rate=0.01, logit_bias=bias)])
+    out = capsys.readouterr().out
+    assert '| - | - |' in out and '| 5.0x (1.33x) at +7, 1.00, 0.30 |' in out and '1/2 with the logit-bias' in out
 
 
 def test_a_lexicon_in_capitals_counts_the_same_words(concepts_run, data_dir, tmp_path):
