@@ -598,7 +598,8 @@ def check_words(concepts, labels, encode, decode, search, named):
             print(f"note: {', '.join(split)}{of}: not one token of this vocabulary: counted in the concept rate "
                   "where the model spells them, left out of the neuron search")
     for w, a, b in analyze.shared_words(concepts):
-        print(f"note: {w} is a word of {a} and of {b}: counted in both rates, searched for {b}")
+        print(f"note: {w} is a word of {a} and of {b}: counted in both rates; searched for, favoured by the logit "
+              f"bias and left out of the other tokens' -log p for {b} only")
 
 
 def site_defaults(model):

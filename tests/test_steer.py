@@ -447,7 +447,8 @@ def test_a_word_two_concepts_share_is_counted_in_both_and_searched_for_the_later
     concepts = {'weather': ['rain', 'snow'], 'wet': ['rain', 'river']}
     labels, _ = analyze.concept_labels(decode, meta['vocab_size'], concepts)
     steer_module.check_words(concepts, labels, encode, decode, search=True, named=True)
-    assert capsys.readouterr().out == 'note: rain is a word of weather and of wet: counted in both rates, searched for wet\n'
+    assert capsys.readouterr().out == ("note: rain is a word of weather and of wet: counted in both rates; searched for, "
+                                       "favoured by the logit bias and left out of the other tokens' -log p for wet only\n")
     assert labels[encode('rain')].tolist() == [1] and labels[encode('snow')].tolist() == [0]
     assert concept_rate(['rain', 'snow', 'river', 'cat'], set(concepts['weather'])) == 0.5
     assert concept_rate(['rain', 'snow', 'river', 'cat'], set(concepts['wet'])) == 0.5
