@@ -51,9 +51,6 @@ class GPTConfig:
             raise ValueError(f"topk must be between 0 and the TopK width {width}, not {self.topk}")
         if not 0 <= self.n_nontopk <= self.n_layer:
             raise ValueError(f"n_nontopk must be between 0 and n_layer={self.n_layer}, not {self.n_nontopk}")
-        if self.topk and self.n_nontopk == self.n_layer:  # else a model saved as TopK would be dense
-            raise ValueError(f"topk={self.topk} with n_nontopk={self.n_nontopk} of n_layer={self.n_layer} leaves no "
-                             "TopK layer: lower n_nontopk, or set topk=0 for a dense model")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
 

@@ -102,7 +102,7 @@ given = set()  # the settings a config file or the command line set: --value=0 i
 # these defaults for --scale and --strengths unless they are given
 MLP_SITE = dict(scale=4.0, strengths=[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0])
 
-# a word of the concept rate: a word as the word tokenizer splits it, with a letter or digit (a lone ' is a quote)
+# a word of the concept rate: a word as the word tokenizer splits it, but with a letter or digit (a lone ' is a quote)
 RATE_WORD_RE = re.compile(rf"(?=['’]*[^\W_]){WORD}")
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")  # GPT-2's <|endoftext|>: a separator, not a word
 
@@ -150,8 +150,8 @@ def parse_neurons(specs, model):
 
 @torch.no_grad()
 def promote_search(model, x, y, concepts_ids, strength):
-    """For K concepts (concepts_ids: each one's token ids), (K,) the unforced mean next-token probability of
-    each concept's tokens over the contexts x (n, T), and {layer: (K, C) its change, (C,) the probability
+    """For K concepts (concepts_ids: each one's token ids), a list of K floats, the unforced mean next-token
+    probability of each concept's tokens over the contexts x (n, T), and {layer: (K, C) its change, (C,) the probability
     mass the forcing moves}, each neuron set to strength[layer][j] at every position (targets y make the
     model return every position's logits). The mass moved is the total variation between the forced and
     unforced next-token distributions, averaged over positions: a concept's share of it says whether the
@@ -166,9 +166,13 @@ def promote_search(model, x, y, concepts_ids, strength):
     out = {}
     for layer, site in topk_layers(model).items():
         width = len(strength[layer])
-        cand = torch.arange(width) if width <= candidates else torch.cat(  # each concept's picks, forced for all
-            [first_order(model, x, y, ids, layer, strength[layer]) for ids in concepts_ids]).unique()
-        cand = cand[strength[layer][cand] > 0]  # a neuron that never fired on val data has no strength to force
+        own = torch.ones(len(concepts_ids), width, dtype=torch.bool)  # (K, C) the neurons each concept ranks
+        if width > candidates:  # each concept's first-order picks, forced once for all, ranked by it alone
+            own.fill_(False)
+            for k, ids in enumerate(concepts_ids):
+                own[k, first_order(model, x, y, ids, layer, strength[layer])] = True
+        own &= strength[layer] > 0  # a neuron that never fired on val data has no strength to force
+        cand = own.any(0).nonzero().squeeze(1)
         delta, moved = torch.full((len(concepts_ids), width), -math.inf), torch.full((width,), math.inf)
         for g0 in range(0, len(cand), G):
             js = cand[g0:g0 + G]
@@ -179,7 +183,7 @@ def promote_search(model, x, y, concepts_ids, strength):
                 hook.remove()
             delta[:, js] = (mass(p).mean((2, 3)) - base[:, None]).cpu()
             moved[js] = (p.sub_(p0).abs_().sum(-1) / 2).mean((1, 2)).cpu()  # in place: p can be large
-        out[layer] = (delta, moved)
+        out[layer] = (delta.masked_fill_(~own, -math.inf), moved)
     return base.tolist(), out
 
 
@@ -318,7 +322,8 @@ def new_text(decode, seq, P):
     head, text = decode(seq[:P]), decode(seq)
     if not text.startswith(head):  # a BPE prompt that ends inside a character's bytes
         return decode(seq[P:])
-    unfinished = re.search(rf"(?:{WORD})?\Z", head).group() if RATE_WORD_RE.match(text, len(head)) else ''
+    # only a letter or digit goes on with the word: "dog" + "'s" is a finished word and a new one
+    unfinished = re.search(rf"(?:{WORD})?\Z", head).group() if re.match(r"[^\W_]", text[len(head):]) else ''
     return text[len(head) - len(unfinished):]
 
 
@@ -388,7 +393,9 @@ def search_promotes(c, name, sc, bases, found, tokens_of):
         f.update(tokens=tokens_of(f), score=f"{base:.3f} -> {base + f['delta']:.3f}, share {f['share']:.2f}")
     show_neurons(f"promotes {name} (next-token concept probability, unforced -> forced at {sc:g}x max, and the "
                  f"concept's share of the probability moved; the tokens it fires on):", rows)
-    per_layer = {layer: int(r.argmax()) for layer, r in rank.items()}
+    if not rows:
+        die("no neuron of the TopK layers fired on the val tokens read, so none can be forced: give more --tokens")
+    per_layer = {layer: int(r.argmax()) for layer, r in rank.items() if r.isfinite().any()}  # a layer none fired in: none
     # the paper's consistent neurons across layers: the index that wins in most layers (a tie: the first seen)
     index, n = Counter(per_layer.values()).most_common(1)[0]
     print("  best 'promotes' neuron per layer: " + ', '.join(f"{l}:{j}" for l, j in per_layer.items())

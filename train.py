@@ -151,6 +151,9 @@ if init_from == 'scratch':
         model = GPT(GPTConfig(**model_args))
     except ValueError as e:
         die(str(e))
+    if topk and n_nontopk >= n_layer:  # a dense model recorded as TopK: analyze and steer would find no site
+        die(f"topk={topk} with n_nontopk={n_nontopk} of n_layer={n_layer} leaves no TopK layer: lower --n_nontopk, "
+            "or give --topk=0 for a dense model")
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")

@@ -127,6 +127,15 @@ def test_a_layer_wider_than_candidates_forces_exactly_its_first_order_picks(monk
             assert len(forced) == 8 and exact[layer][0].argmax().item() in forced  # the estimate keeps the exact best
             assert torch.allclose(delta[forced], exact[layer][0][forced], atol=1e-6)
         monkeypatch.setattr(steer_module, 'candidates', 256)
+    # two concepts in one search: each ranks only its own picks, as searched alone, though both are forced
+    monkeypatch.setattr(steer_module, 'candidates', 8)
+    a, b = torch.tensor([5, 6, 7]), torch.tensor([20, 30])
+    _, both = promote_search(model, x, y, [a, b], strength)
+    for k, ids in enumerate((a, b)):
+        _, alone = promote_search(model, x, y, [ids], strength)
+        for layer, (delta, _) in both.items():
+            assert torch.equal(delta[k].isfinite(), alone[layer][0][0].isfinite())
+            assert torch.allclose(delta[k][delta[k].isfinite()], alone[layer][0][0][delta[k].isfinite()], atol=1e-6)
 
 
 def test_the_first_order_estimate_ranks_small_pushes_as_the_exact_intervention_does(monkeypatch):
@@ -246,7 +255,8 @@ def test_the_concept_rate_counts_words_not_separators_and_possessives_and_quoted
 def test_a_word_the_prompt_leaves_unfinished_is_read_whole_in_the_new_text():
     decode, encode = lambda ids: ''.join(map(chr, ids)), lambda text: list(map(ord, text))  # a char tokenizer
     for prompt, new, read in (('it was r', 'ain all day', 'rain all day'), ('it was', ' rain', ' rain'),
-                              ('a dog\n', 'rain', 'rain'), ('', 'rain', 'rain')):
+                              ('a dog\n', 'rain', 'rain'), ('', 'rain', 'rain'),
+                              ('the dog', "'s tail", "'s tail")):  # a finished word: "'s" does not make it new
         assert new_text(decode, encode(prompt + new), len(prompt)) == read
 
 
