@@ -148,12 +148,13 @@ if init_from == 'scratch':
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=vocab_size, dropout=dropout, topk=topk, n_nontopk=n_nontopk, topk_site=topk_site)
     try:
-        model = GPT(GPTConfig(**model_args))
+        gptconf = GPTConfig(**model_args)
     except ValueError as e:
         die(str(e))
     if topk and n_nontopk >= n_layer:  # a dense model recorded as TopK: analyze and steer would find no site
         die(f"topk={topk} with n_nontopk={n_nontopk} of n_layer={n_layer} leaves no TopK layer: lower --n_nontopk, "
             "or give --topk=0 for a dense model")
+    model = GPT(gptconf)
 else:
     if block_size > model.config.block_size:
         die(f"the checkpoint has block_size {model.config.block_size}; use --block_size={model.config.block_size} or less")
@@ -176,11 +177,12 @@ else:
     for k in ('n_layer', 'n_head', 'n_embd', 'bias', 'topk', 'n_nontopk', 'topk_site'):
         if k in given and config[k] != model_args[k]:
             print(f"note: {k}={model_args[k]} comes from the checkpoint; --{k}={config[k]} is ignored")
-    changed = [f"{k} {checkpoint['data'].get(k)!r} then, {v!r} now" for k, v in data_id.items()
-               if init_from == 'resume' and not eval_only and checkpoint.get('data', data_id).get(k) != v]
-    if changed:  # the same batches would not follow: the resumed run would not be the run continued
-        die(f"dataset {dataset} was prepared again since this run's checkpoint ({'; '.join(changed)}): prepare it "
-            f"as it was, or start a new run from it with --init_from={resume_path} --out_dir=NEW_DIR")
+    if init_from == 'resume' and not eval_only:  # the same batches must follow, or it is not the run continued
+        then = checkpoint.get('data', data_id)  # a checkpoint from before this was recorded: not checked
+        changed = [f"{k} {then.get(k)!r} then, {v!r} now" for k, v in data_id.items() if then.get(k) != v]
+        if changed:
+            die(f"dataset {dataset} was prepared again since this run's checkpoint ({'; '.join(changed)}): prepare "
+                f"it as it was, or start a new run from it with --init_from={resume_path} --out_dir=NEW_DIR")
     if init_from == 'resume' or eval_only:  # an evaluation reports the checkpoint's own iteration
         iter_num = checkpoint.get('iter_num', 0)
     if init_from == 'resume':
